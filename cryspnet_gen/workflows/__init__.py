@@ -1,0 +1,1 @@
+"""FireWorks/jobflow workflows (optional extra ``[workflows]``)."""
