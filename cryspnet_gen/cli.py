@@ -1,0 +1,154 @@
+"""``cryspnet-gen``: thin command-line subcommands over the public API.
+
+Every subcommand reports bad input on stderr with a non-zero exit code; batch commands finish the good rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryspnet_gen import __version__
+
+logger = logging.getLogger("cryspnet_gen")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def _read_formulas(formulas: Sequence[str], input_file: str | None) -> list[str]:
+    """Formulas from the command line and/or a file (CSV with a ``formula`` column, or one per line)."""
+    out = list(formulas)
+    if input_file:
+        path = Path(input_file)
+        if not path.is_file():
+            raise CLIError(f"input file {input_file!r} does not exist")
+        text = path.read_text()
+        first = text.splitlines()[0] if text.strip() else ""
+        if path.suffix.lower() == ".csv" or "," in first:
+            import pandas as pd
+
+            frame = pd.read_csv(path)
+            if "formula" not in frame.columns:
+                raise CLIError(f"{input_file}: a CSV input needs a 'formula' column (found {list(frame.columns)})")
+            out.extend(str(f) for f in frame["formula"])
+        else:
+            out.extend(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    if not out:
+        raise CLIError("no formulas given: pass FORMULA arguments or -i FILE")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# featurize
+
+
+def _cmd_featurize(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cryspnet_gen.featurize import featurize
+
+    formulas = _read_formulas(args.formulas, args.input)
+    feats = featurize(formulas)
+    frame = pd.DataFrame(feats.matrix, columns=feats.labels)
+    frame.insert(0, "formula", formulas)
+    frame.insert(1, "error", feats.errors)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        frame.to_csv(tmp, index=False)
+        tmp.replace(out)
+        print(f"wrote {len(frame)} rows x {len(feats.labels)} features to {out}")
+    else:
+        shown = frame.set_index("formula").drop(columns="error").T
+        with pd.option_context("display.max_rows", 20, "display.width", 120):
+            print(shown)
+        print(f"[{len(feats.labels)} features per formula]")
+    n_bad = sum(e is not None for e in feats.errors)
+    for formula, err in zip(formulas, feats.errors, strict=True):
+        if err is not None:
+            print(f"error: {formula!r}: {err}", file=sys.stderr)
+    return 1 if n_bad else 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+
+
+def _cmd_data_build(args: argparse.Namespace) -> int:
+    from cryspnet_gen.data import build
+
+    result = build(
+        args.data_dir,
+        workers=args.workers,
+        use_cache=not args.no_cache,
+        progress=not args.quiet,
+        max_rows=args.max_rows,
+    )
+    if result.structures.from_cache:
+        print("structure table: loaded from cache (inputs unchanged)")
+    print(result.summary(policy=args.labels, seed=args.seed))
+    for source, mid, reason in result.structures.errors[:10]:
+        print(f"skipped {source} {mid}: {reason}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryspnet-gen",
+        description="Chemical formula -> candidate crystal structures (CRYSPNet re-implemented).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("featurize", help="composition features of formulas (CSV)")
+    p.add_argument("formulas", nargs="*", metavar="FORMULA")
+    p.add_argument("-i", "--input", help="file of formulas: CSV with a 'formula' column, or one per line")
+    p.add_argument("-o", "--output", help="CSV file to write (default: print a preview)")
+    p.set_defaults(func=_cmd_featurize)
+
+    p = sub.add_parser("data", help="build the labelled tables and splits from the open data")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    b = data_sub.add_parser("build", help="build (or load from cache) the tables and print a summary")
+    b.add_argument("--data-dir", help="data folder (default: $CRYSPNET_GEN_DATA_DIR or ../shared/data)")
+    b.add_argument("--workers", type=int, default=None, help="processes for the symmetry analysis")
+    b.add_argument("--no-cache", action="store_true", help="rebuild and do not write the cache")
+    b.add_argument("--max-rows", type=int, default=None, help="use only the first N rows of each source")
+    b.add_argument("--labels", choices=["mp", "mp+cod", "experimental"], default="mp", help="labelling policy")
+    b.add_argument("--seed", type=int, default=0, help="validation draw seed")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_data_build)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from cryspnet_gen.config import DataDirError
+    from cryspnet_gen.data import DataFormatError
+
+    try:
+        return int(args.func(args))
+    except (CLIError, DataDirError, DataFormatError) as exc:
+        print(f"cryspnet-gen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cryspnet-gen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
