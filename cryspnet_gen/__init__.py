@@ -10,25 +10,24 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# ``featurize`` is deliberately not re-exported: the name belongs to the submodule ``cryspnet_gen.featurize``
+# (a package attribute of that name would flip from function to module once the submodule is imported).
 __all__ = [
     "__version__",
-    "featurize",
-    "feature_labels",
     "load_predictor",
     "generate_candidates",
     "write_candidates",
 ]
 
 _LAZY = {
-    "featurize": ("cryspnet_gen.featurize", "featurize"),
-    "feature_labels": ("cryspnet_gen.featurize", "feature_labels"),
     "load_predictor": ("cryspnet_gen.predict", "load_predictor"),
     "generate_candidates": ("cryspnet_gen.generate", "generate_candidates"),
     "write_candidates": ("cryspnet_gen.generate", "write_candidates"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cryspnet_gen.featurize import feature_labels, featurize
+    from cryspnet_gen.generate import generate_candidates, write_candidates
+    from cryspnet_gen.predict import load_predictor
 
 
 def __getattr__(name: str) -> Any:

@@ -479,7 +479,13 @@ def read_cod_labels(data_dir: str | os.PathLike[str] | None = None) -> tuple[pd.
     parse.
     """
     root = resolve_data_dir(data_dir)
-    cod = _read_csv(_require(root, COD_LABELS), ["formula", "cod_id", "spg_number"], dtype={"cod_id": str})
+    # keep_default_na=False: the formula "NaN" (sodium nitride) is not a missing value
+    cod = _read_csv(
+        _require(root, COD_LABELS),
+        ["formula", "cod_id", "spg_number"],
+        dtype={"cod_id": str, "formula": str},
+        keep_default_na=False,
+    )
     uniq = pd.Series(cod["formula"].unique())
     norm = dict(zip(uniq, uniq.map(normalize_formula), strict=True))
     cod["reduced"] = cod["formula"].map(norm)

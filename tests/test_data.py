@@ -25,7 +25,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def real_lattice(shared_data: Path) -> pd.DataFrame:
-    return pd.read_csv(shared_data / D.MP_LATTICE)
+    return pd.read_csv(shared_data / D.MP_LATTICE, keep_default_na=False, na_values={"ehull_formula_spg": [""]})
 
 
 @pytest.fixture(scope="session")
