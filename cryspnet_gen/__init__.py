@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 # (a package attribute of that name would flip from function to module once the submodule is imported).
 __all__ = [
     "__version__",
-    "load_predictor",
     "generate_candidates",
+    "load_predictor",
     "write_candidates",
 ]
 

@@ -34,10 +34,14 @@ def _read_formulas(formulas: Sequence[str], input_file: str | None) -> list[str]
 
             frame = pd.read_csv(path)
             if "formula" not in frame.columns:
-                raise CLIError(f"{input_file}: a CSV input needs a 'formula' column (found {list(frame.columns)})")
+                raise CLIError(
+                    f"{input_file}: a CSV input needs a 'formula' column (found {list(frame.columns)})"
+                )
             out.extend(str(f) for f in frame["formula"])
         else:
-            out.extend(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+            out.extend(
+                line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+            )
     if not out:
         raise CLIError("no formulas given: pass FORMULA arguments or -i FILE")
     return out
@@ -99,6 +103,127 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# train / evaluate / predict
+
+
+def _train_config(args: argparse.Namespace):  # -> TrainConfig
+    import json
+
+    from cryspnet_gen.train import TrainConfig
+
+    config = TrainConfig.preset(args.preset) if args.preset else TrainConfig()
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise CLIError(f"config file {args.config!r} does not exist")
+        overrides = json.loads(path.read_text())
+        unknown = set(overrides) - set(config.as_dict()) - {"@module", "@class", "@version"}
+        if unknown:
+            raise CLIError(f"{args.config}: unknown TrainConfig field(s) {sorted(unknown)}")
+        config = TrainConfig(
+            **{k: v for k, v in {**config.as_dict(), **overrides}.items() if not k.startswith("@")}
+        )
+    config.quiet = args.quiet
+    return config
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from cryspnet_gen.train import train_from_data
+
+    config = _train_config(args)
+    start = time.perf_counter()
+    path = train_from_data(
+        args.split,
+        out_dir=args.out,
+        name=args.name,
+        version=args.version,
+        data_dir=args.data_dir,
+        labels=args.labels,
+        config=config,
+        seed=args.seed,
+        max_rows=args.max_rows,
+        overwrite=args.force,
+    )
+    print(f"trained bundle written to {path} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _load(args: argparse.Namespace):  # -> Predictor
+    from cryspnet_gen.predict import load_predictor
+
+    if getattr(args, "model_path", None):
+        return load_predictor(path=args.model_path)
+    return load_predictor(getattr(args, "model", None))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cryspnet_gen.evaluate import evaluate
+    from cryspnet_gen.predict import load_predictor
+    from cryspnet_gen.train import frame_and_features
+
+    predictor = load_predictor(path=args.model_path)
+    frame, X = frame_and_features(
+        "bench", data_dir=args.data_dir, progress=not args.quiet, max_rows=args.max_rows
+    )
+    ablation = {}
+    for spec in args.ablation or []:
+        policy, _, path = spec.partition("=")
+        if not path:
+            raise CLIError(f"--ablation takes POLICY=BUNDLE_DIR, got {spec!r}")
+        ablation[policy] = load_predictor(path=path)
+    report = evaluate(
+        predictor,
+        frame,
+        X,
+        out_dir=args.out,
+        random_forest=not args.no_rf,
+        rf_trees=args.rf_trees,
+        ablation=ablation or None,
+        seed=args.seed,
+    )
+    print(report.markdown)
+    print(f"report written to {args.out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cryspnet_gen.predict import predictions_to_dataframe
+
+    formulas = _read_formulas(args.formulas, args.input)
+    predictor = _load(args)
+    preds = predictor.predict(
+        formulas,
+        top_bravais=args.top_bravais,
+        top_space_groups=args.top_space_groups,
+        model=args.bravais_model,
+    )
+    frame = predictions_to_dataframe(preds)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        if out.suffix.lower() == ".json":
+            import json
+
+            tmp.write_text(json.dumps([p.as_dict() for p in preds], indent=1))
+        else:
+            frame.to_csv(tmp, index=False)
+        tmp.replace(out)
+        print(f"wrote predictions for {len(preds)} formulas to {out}")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.width", 160, "display.max_columns", 20):
+            print(frame.to_string(index=False))
+    failed = [(p.formula, p.error) for p in preds if p.error]
+    for formula, err in failed:
+        print(f"error: {formula!r}: {err}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,10 +248,56 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=None, help="processes for the symmetry analysis")
     b.add_argument("--no-cache", action="store_true", help="rebuild and do not write the cache")
     b.add_argument("--max-rows", type=int, default=None, help="use only the first N rows of each source")
-    b.add_argument("--labels", choices=["mp", "mp+cod", "experimental"], default="mp", help="labelling policy")
+    b.add_argument(
+        "--labels", choices=["mp", "mp+cod", "experimental"], default="mp", help="labelling policy"
+    )
     b.add_argument("--seed", type=int, default=0, help="validation draw seed")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_cmd_data_build)
+
+    p = sub.add_parser("train", help="train a model bundle on a named split of the open data")
+    p.add_argument(
+        "--split", choices=["bench", "full"], default="bench", help="bench: test formulas held out"
+    )
+    p.add_argument("--out", required=True, help="folder to write the bundle into (as OUT/NAME)")
+    p.add_argument("--name", default=None, help="bundle name (default cryspnet-SPLIT)")
+    p.add_argument("--version", default="1", help="bundle version string")
+    p.add_argument("--data-dir", help="data folder (default: $CRYSPNET_GEN_DATA_DIR or ../shared/data)")
+    p.add_argument(
+        "--labels", choices=["mp", "mp+cod", "experimental"], default="mp", help="labelling policy"
+    )
+    p.add_argument("--preset", default=None, help="named hyperparameter preset (see TrainConfig.preset)")
+    p.add_argument("--config", default=None, help="JSON file of TrainConfig fields overriding the preset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=None, help="use only the first N rows of each source")
+    p.add_argument("--force", action="store_true", help="overwrite an existing bundle folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluation report of a bench-split bundle on the test sets")
+    p.add_argument("--model-path", required=True, help="bundle folder trained on the bench split")
+    p.add_argument("--out", required=True, help="folder for evaluation.md, evaluation.json and plots")
+    p.add_argument("--data-dir", help="data folder (default: $CRYSPNET_GEN_DATA_DIR or ../shared/data)")
+    p.add_argument("--no-rf", action="store_true", help="skip the RandomForest baseline")
+    p.add_argument("--rf-trees", type=int, default=200)
+    p.add_argument(
+        "--ablation", action="append", metavar="POLICY=DIR", help="another bundle to score, e.g. mp+cod=DIR"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="Bravais lattice, space groups and lattice parameters of formulas")
+    p.add_argument("formulas", nargs="*", metavar="FORMULA")
+    p.add_argument("-i", "--input", help="file of formulas: CSV with a 'formula' column, or one per line")
+    p.add_argument("-o", "--output", help="write CSV (or JSON if the name ends in .json) instead of printing")
+    p.add_argument("--model", default=None, help="shipped bundle name (default: the shipped default)")
+    p.add_argument("--model-path", default=None, help="bundle folder (wins over --model)")
+    p.add_argument("--top-bravais", type=int, default=2)
+    p.add_argument("--top-space-groups", type=int, default=3)
+    p.add_argument("--bravais-model", choices=["master", "metal", "oxide"], default="master")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 
@@ -139,10 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from cryspnet_gen.config import DataDirError
     from cryspnet_gen.data import DataFormatError
+    from cryspnet_gen.predict import BundleError
 
     try:
         return int(args.func(args))
-    except (CLIError, DataDirError, DataFormatError) as exc:
+    except (CLIError, DataDirError, DataFormatError, BundleError, FileExistsError) as exc:
         print(f"cryspnet-gen: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

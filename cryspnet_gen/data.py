@@ -106,7 +106,7 @@ def _require(data_dir: Path, rel: str) -> Path:
 
 def _read_csv(path: Path, required: Sequence[str], **kwargs: object) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, **kwargs)  # type: ignore[call-overload]
+        frame = pd.read_csv(path, **kwargs)
     except Exception as exc:  # pandas raises many types for a bad file; report them as one
         raise DataFormatError(f"cannot read {path}: {exc}") from exc
     missing = [c for c in required if c not in frame.columns]
@@ -117,8 +117,11 @@ def _read_csv(path: Path, required: Sequence[str], **kwargs: object) -> pd.DataF
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (the cache key of everything built from it)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ def _reduced_formula(numbers: np.ndarray) -> tuple[str, int]:
     uniq, counts = np.unique(numbers, return_counts=True)
     comp = Composition({Element.from_Z(int(z)): int(n) for z, n in zip(uniq, counts, strict=True)})
     reduced, _factor = comp.get_reduced_composition_and_factor()
-    return reduced.reduced_formula, int(round(reduced.num_atoms))
+    return reduced.reduced_formula, round(reduced.num_atoms)
 
 
 def _analyze(rows: list[_Row]) -> list[tuple[str, tuple | None, str | None]]:
@@ -376,15 +379,19 @@ def build_structure_table(
     if use_cache and cache_path.is_file():
         logger.info("structure table from cache %s", cache_path)
         frame = pd.read_parquet(cache_path)
-        errors = (
-            [tuple(r) for r in pd.read_csv(errors_path, dtype=str).itertuples(index=False)]
+        errors: list[tuple[str, str, str]] = (
+            [
+                (str(s), str(m), str(r))
+                for s, m, r in pd.read_csv(errors_path, dtype=str).itertuples(index=False)
+            ]
             if errors_path.is_file()
             else []
         )
-        return StructureTable(frame, errors, from_cache=True)  # type: ignore[arg-type]
+        return StructureTable(frame, errors, from_cache=True)
 
     sources = _source_rows(root, files)
-    meta_frames, jobs = [], []
+    meta_frames: list[pd.DataFrame] = []
+    jobs: list[tuple[str, _Row]] = []
     for source, frame in sources:
         if max_rows is not None:
             frame = frame.head(max_rows)
@@ -392,7 +399,9 @@ def build_structure_table(
         meta = frame[["material_id", "e_above_hull", "experimental"]].copy()
         meta["source"] = source
         meta_frames.append(meta)
-        jobs.extend((source, _Row(str(m), str(c))) for m, c in zip(frame["material_id"], frame["cif"], strict=True))
+        jobs.extend(
+            (source, _Row(str(m), str(c))) for m, c in zip(frame["material_id"], frame["cif"], strict=True)
+        )
 
     results = _run_analysis(jobs, workers=workers, progress=progress)
     computed, errors = [], []
@@ -442,9 +451,9 @@ def _run_analysis(
         import multiprocessing as mp
 
         with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("fork")) as pool:
-            for part in pool.map(_analyze, chunks):
-                results.extend(part)
-                bar.update(len(part))
+            for done in pool.map(_analyze, chunks):
+                results.extend(done)
+                bar.update(len(done))
     bar.close()
     return results
 
@@ -726,7 +735,9 @@ class DataBuild:
         lines = [f"structure table: {len(s)} rows, {s['formula'].nunique()} formulas"]
         lines.append("  per source: " + ", ".join(f"{k}={v}" for k, v in s["source"].value_counts().items()))
         per_lattice = s["bravais"].value_counts()
-        lines.append("  per Bravais lattice: " + ", ".join(f"{b}={per_lattice.get(b, 0)}" for b in BRAVAIS_LATTICES))
+        lines.append(
+            "  per Bravais lattice: " + ", ".join(f"{b}={per_lattice.get(b, 0)}" for b in BRAVAIS_LATTICES)
+        )
         lines.append(f"  skipped rows: {len(self.structures.errors)}")
         lab = self.labels
         lines.append(
@@ -737,11 +748,15 @@ class DataBuild:
         both = lab.dropna(subset=["mp_space_group", "cod_space_group"])
         if len(both):
             agree = float((both["mp_space_group"] == both["cod_space_group"]).mean())
-            lines.append(f"  MP ground state and COD agree on the space group for {agree:.1%} of {len(both)} formulas")
+            lines.append(
+                f"  MP ground state and COD agree on the space group for {agree:.1%} of {len(both)} formulas"
+            )
         for name in get_args(SplitName):
             frame = self.frame(name, policy=policy, seed=seed)
             counts = frame["split"].value_counts()
-            lines.append(f"split {name!r} (labels {policy!r}): " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+            lines.append(
+                f"split {name!r} (labels {policy!r}): " + ", ".join(f"{k}={v}" for k, v in counts.items())
+            )
         return "\n".join(lines)
 
 

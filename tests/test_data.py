@@ -25,11 +25,15 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def real_lattice(shared_data: Path) -> pd.DataFrame:
-    return pd.read_csv(shared_data / D.MP_LATTICE, keep_default_na=False, na_values={"ehull_formula_spg": [""]})
+    return pd.read_csv(
+        shared_data / D.MP_LATTICE, keep_default_na=False, na_values={"ehull_formula_spg": [""]}
+    )
 
 
 @pytest.fixture(scope="session")
-def mini_data(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, real_lattice: pd.DataFrame) -> Path:
+def mini_data(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path, real_lattice: pd.DataFrame
+) -> Path:
     """A data folder with a few real rows of every Bravais lattice and of every benchmark file.
 
     The MP part also holds the structures of the first test rows under their own ids, so that test formulas
@@ -50,7 +54,9 @@ def mini_data(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, real_
     test_rows = bench["mpts52_test"].head(8)[["material_id", "cif"]]
     mp = pd.concat([mp, test_rows[~test_rows["material_id"].isin(mp["material_id"])]], ignore_index=True)
     # one malformed row: reported and skipped, not fatal
-    mp = pd.concat([mp, pd.DataFrame({"material_id": ["mp-bad"], "cif": ["data_broken\n_cell_length_a 1\n"]})])
+    mp = pd.concat(
+        [mp, pd.DataFrame({"material_id": ["mp-bad"], "cif": ["data_broken\n_cell_length_a 1\n"]})]
+    )
     _write_csv(mp.iloc[: len(mp) // 2], root / D.MP_STRUCTURES[0])
     _write_csv(mp.iloc[len(mp) // 2 :], root / D.MP_STRUCTURES[1])
     for rel in D.MP_STRUCTURES[2:]:
@@ -78,7 +84,7 @@ def test_resolve_data_dir_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         resolve_data_dir(missing)
     monkeypatch.setenv("CRYSPNET_GEN_DATA_DIR", str(tmp_path))
     assert resolve_data_dir() == tmp_path
-    with pytest.raises(DataDirError, match="mp2025_topology/lattice.csv.gz"):
+    with pytest.raises(DataDirError, match=r"mp2025_topology/lattice\.csv\.gz"):
         D.build_structure_table(progress=False)
 
 
@@ -112,7 +118,7 @@ def test_cif_reader_falls_back_for_symmetrised_cif() -> None:
     cif = str(CifWriter(nacl, symprec=0.01))
     with pytest.raises(ValueError):
         D._read_p1_cif(cif)  # has symmetry operations: not for the fast path
-    lattice, frac, numbers = D.read_cif_cell(cif)
+    lattice, _frac, numbers = D.read_cif_cell(cif)
     assert len(numbers) == 8
     assert abs(np.linalg.det(lattice)) == pytest.approx(5.64**3, rel=1e-6)
     with pytest.raises(ValueError, match="unreadable CIF"):
@@ -135,7 +141,9 @@ def test_structure_table(mini_build: D.DataBuild, real_lattice: pd.DataFrame) ->
     vol = np.array([conventional_volume(row) for row in frame[list(D.CELL_COLUMNS)].to_numpy()])
     # spglib idealises the cell at symprec 0.1, which moves the volume by up to a few 0.1%
     assert np.allclose(vol / frame["conv_nsites"], frame["volume_per_atom"], rtol=5e-3)
-    own = ~mp["material_id"].isin(frame.loc[frame["source"] != "mp2025", "material_id"])  # not injected test rows
+    own = ~mp["material_id"].isin(
+        frame.loc[frame["source"] != "mp2025", "material_id"]
+    )  # not injected test rows
     assert np.allclose((mp["volume"] / mp["nsites_ref"])[own], mp["volume_per_atom"][own], rtol=1e-4)
     # where no reduction applies (cubic, tetragonal, hexagonal), the table's a and c are ours
     simple = mp[mp["bravais"].str[0].isin(["c", "t"]) | (mp["bravais"] == "hP")]
@@ -166,7 +174,9 @@ def test_label_table_and_policies(mini_build: D.DataBuild) -> None:
     for formula, group in mp.groupby("formula"):
         row = labels.set_index("formula").loc[formula]
         best = group.sort_values("e_above_hull", na_position="last").iloc[0]
-        assert row["mp_space_group"] == best["space_group"] or group["e_above_hull"].nsmallest(2).nunique() == 1
+        assert (
+            row["mp_space_group"] == best["space_group"] or group["e_above_hull"].nsmallest(2).nunique() == 1
+        )
     n_mp = labels["mp_material_id"].notna().sum()
     only_cod = (labels["mp_material_id"].isna() & labels["cod_space_group"].notna()).sum()
     r_mp = D.policy_labels(labels, s, "mp")
@@ -220,7 +230,15 @@ def test_bench_split_keeps_test_formulas_out(mini_build: D.DataBuild) -> None:
     assert set(full["split"]) == {"train", "val"}
     assert mp_formulas <= set(full["formula"])
     # training frame schema that the models rely on
-    for col in ("formula", "split", "bravais", "space_group", *D.CELL_COLUMNS, "volume_per_atom", "label_source"):
+    for col in (
+        "formula",
+        "split",
+        "bravais",
+        "space_group",
+        *D.CELL_COLUMNS,
+        "volume_per_atom",
+        "label_source",
+    ):
         assert col in frame.columns
 
 
