@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,10 @@ def predictor_outputs(predictor: Any, X: np.ndarray, *, model: str = "master") -
     for bravais in BRAVAIS_LATTICES:
         groups, proba, _ = predictor.space_group_probabilities(X, bravais)
         conditional[bravais] = (groups, proba)
-        params[bravais] = np.nanmean(predictor.lattice_parameter_members(X, bravais), axis=0)
+        members = predictor.lattice_parameter_members(X, bravais)
+        with warnings.catch_warnings():  # a lattice without a regressor is all NaN: that is expected
+            warnings.simplefilter("ignore", RuntimeWarning)
+            params[bravais] = np.nanmean(members, axis=0)
     vpa, _ = predictor.volume_per_atom(X)
     return ModelOutputs(p_lattice, conditional, params, vpa)
 
