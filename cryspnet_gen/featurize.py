@@ -191,6 +191,10 @@ def reference_featurize(composition: Composition) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _labels() -> tuple[str, ...]:
+    return _cached_tables_and_labels()[1]
+
+
+def _build_labels() -> tuple[str, ...]:
     labels = [label for featurizer in _reference() for label in featurizer.feature_labels()]
     if N_ELEMENTS_LABEL in labels:  # pragma: no cover - would need a matminer change
         raise RuntimeError(f"matminer already has a feature labelled {N_ELEMENTS_LABEL!r}")
@@ -484,6 +488,10 @@ class _Tables:
 
 @functools.lru_cache(maxsize=1)
 def _tables() -> _Tables:
+    return _cached_tables_and_labels()[0]
+
+
+def _build_tables() -> _Tables:
     import warnings
 
     from matminer.featurizers.composition import (
@@ -559,6 +567,91 @@ def _tables() -> _Tables:
         stats=tuple(prop.stats),
         p_list=tuple(int(p) for p in stoich.p_list),
     )
+
+
+# The tables and labels are derived from matminer's data sources, but importing matminer (which pulls in
+# scikit-learn and scipy.stats) costs seconds; a command-line prediction would spend most of its start-up there.
+# So they are kept on disk, keyed by everything they depend on: the featurizer settings and the matminer and
+# pymatgen versions. A missing, stale or unreadable file is rebuilt from matminer.
+_TABLES_FORMAT = 1
+
+
+def _tables_cache_path() -> Any:
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    from cryspnet_gen.config import cache_dir
+
+    key = json.dumps(
+        [_TABLES_FORMAT, FEATURIZER_SETTINGS, version("matminer"), version("pymatgen-core"), MAX_Z],
+        sort_keys=True,
+        default=str,
+    )
+    return cache_dir() / "featurizer" / f"tables-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _save_tables(path: Any, tables: _Tables, labels: tuple[str, ...]) -> None:
+    import os
+    import tempfile
+
+    ox_lengths = np.array([len(states) for states in tables.oxidation_states], dtype=np.int64)
+    ox_values = np.array([o for states in tables.oxidation_states for o in states], dtype=np.float64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    os.close(fd)
+    with open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            magpie=tables.magpie,
+            valence=tables.valence,
+            n_valence=tables.n_valence,
+            electronegativity=tables.electronegativity,
+            band_base=tables.band_base,
+            ox_lengths=ox_lengths,
+            ox_values=ox_values,
+            stats=np.array(tables.stats),
+            p_list=np.array(tables.p_list, dtype=np.int64),
+            labels=np.array(labels),
+        )
+    os.replace(tmp, path)
+
+
+def _load_tables(path: Any) -> tuple[_Tables, tuple[str, ...]]:
+    with np.load(path, allow_pickle=False) as data:
+        ends = np.cumsum(data["ox_lengths"])
+        values = data["ox_values"]
+        states = tuple(
+            tuple(float(o) for o in values[end - n : end])
+            for n, end in zip(data["ox_lengths"], ends, strict=True)
+        )
+        tables = _Tables(
+            magpie=data["magpie"],
+            valence=data["valence"],
+            n_valence=data["n_valence"],
+            electronegativity=data["electronegativity"],
+            band_base=data["band_base"],
+            oxidation_states=states,
+            stats=tuple(str(s) for s in data["stats"]),
+            p_list=tuple(int(p) for p in data["p_list"]),
+        )
+        return tables, tuple(str(label) for label in data["labels"])
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_tables_and_labels() -> tuple[_Tables, tuple[str, ...]]:
+    path = _tables_cache_path()
+    if path.is_file():
+        try:
+            return _load_tables(path)
+        except Exception as exc:  # a damaged cache file is rebuilt, never trusted
+            logger.warning("rebuilding the featurizer cache %s (%s)", path, exc)
+    tables, labels = _build_tables(), _build_labels()
+    try:
+        _save_tables(path, tables, labels)
+    except OSError as exc:  # a read-only home is no reason to fail
+        logger.info("could not write the featurizer cache %s (%s)", path, exc)
+    return tables, labels
 
 
 # --------------------------------------------------------------------------------------------------------------
