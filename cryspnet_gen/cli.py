@@ -298,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-space-groups", type=int, default=3)
     p.add_argument("--bravais-model", choices=["master", "metal", "oxide"], default="master")
     p.set_defaults(func=_cmd_predict)
+
+    from cryspnet_gen.workflows.cli import add_subcommands
+
+    add_subcommands(sub)  # submit, run, status, results
     return parser
 
 
