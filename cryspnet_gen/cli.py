@@ -224,6 +224,57 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# generate
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from cryspnet_gen.generate import generate_many, write_candidates
+
+    formulas = _read_formulas(args.formulas, args.input)
+    formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
+    unknown = set(formats) - {"poscar", "cif"}
+    if unknown or not formats:
+        raise CLIError(f"--format takes poscar and/or cif, comma-separated; got {args.format!r}")
+    out = Path(args.output)
+    predictor = _load(args)
+    results = generate_many(
+        formulas,
+        args.k,
+        seed=args.seed,
+        predictor=predictor,
+        model=args.bravais_model,
+        max_atoms=args.max_atoms,
+        space_groups=args.space_group,
+        timeout=args.timeout,
+        progress=not args.quiet,
+        relax=args.relax,
+        relax_steps=args.steps,
+    )
+    n_failed = 0
+    for result in results:
+        if not result.ok:
+            n_failed += 1
+            print(f"error: {result.formula!r}: {result.error}", file=sys.stderr)
+            continue
+        if result.warning:
+            print(f"warning: {result.formula!r}: {result.warning}", file=sys.stderr)
+        try:
+            paths = write_candidates(result.candidates, out, formats=formats, overwrite=args.force)
+        except FileExistsError as exc:
+            n_failed += 1
+            print(f"error: {result.formula!r}: {exc}", file=sys.stderr)
+            continue
+        for cand in result.candidates:
+            extra = "" if cand.energy_per_atom is None else f", E = {cand.energy_per_atom:.4f} eV/atom"
+            print(
+                f"{cand.formula:>16}  #{cand.rank}  {cand.bravais} {cand.space_group_symbol} ({cand.space_group})  "
+                f"p = {cand.probability:.3f}  Z = {cand.z}  {cand.nsites} sites{extra}"
+            )
+        print(f"  -> {len(paths)} files in {out}")
+    return 1 if n_failed else 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +349,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-space-groups", type=int, default=3)
     p.add_argument("--bravais-model", choices=["master", "metal", "oxide"], default="master")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("generate", help="candidate crystal structures of formulas, written as POSCAR/CIF")
+    p.add_argument("formulas", nargs="*", metavar="FORMULA")
+    p.add_argument("-i", "--input", help="file of formulas: CSV with a 'formula' column, or one per line")
+    p.add_argument("-k", type=int, default=3, help="candidates per formula (default 3)")
+    p.add_argument("-o", "--output", default="candidates", help="output folder (default ./candidates)")
+    p.add_argument("--format", default="poscar,cif", help="poscar and/or cif, comma-separated")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-atoms", type=int, default=200, help="largest conventional cell to build")
+    p.add_argument("--space-group", type=int, action="append", help="force this space group (repeatable)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per formula")
+    p.add_argument(
+        "--relax", choices=["chgnet"], default=None, help="relax with CHGNet and re-rank by energy"
+    )
+    p.add_argument("--steps", type=int, default=300, help="relaxation steps cap (with --relax)")
+    p.add_argument("--model", default=None, help="shipped bundle name (default: the shipped default)")
+    p.add_argument("--model-path", default=None, help="bundle folder (wins over --model)")
+    p.add_argument("--bravais-model", choices=["master", "metal", "oxide"], default="master")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_generate)
 
     from cryspnet_gen.workflows.cli import add_subcommands
 
