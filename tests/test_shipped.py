@@ -1,0 +1,49 @@
+"""The bundles shipped in models/: present, intact, small, and sensible on textbook compounds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cryspnet_gen.featurize import feature_labels
+from cryspnet_gen.predict import DEFAULT_BUNDLE, available_bundles, load_predictor
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def test_default_bundle_is_shipped_and_loads() -> None:
+    assert DEFAULT_BUNDLE in available_bundles()
+    predictor = load_predictor()
+    assert predictor.name == DEFAULT_BUNDLE
+    assert set(predictor.bravais_models) == {"master", "metal", "oxide"}
+    assert predictor.feature_labels == feature_labels()
+
+
+def test_bundles_are_small_and_documented() -> None:
+    total = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
+    assert total <= 30 * 2**20
+    for name in available_bundles():
+        folder = MODELS / name
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["name"] == name
+        readme = (folder / "README.md").read_text()
+        assert manifest["split"] in readme
+
+
+@pytest.mark.parametrize(("formula", "lattice"), [("NaCl", "cF"), ("Cu", "cF"), ("W", "cI"), ("Mg", "hP")])
+def test_textbook_lattices_in_top_two(formula: str, lattice: str) -> None:
+    [pred] = load_predictor().predict([formula])
+    assert pred.error is None
+    assert lattice in [b for b, _ in pred.bravais_ranking()[:2]]
+
+
+def test_shipped_predictions_are_consistent() -> None:
+    preds = load_predictor().predict(["Li7La3Zr2O12", "LiFePO4", "Xx2"], top_bravais=14, top_space_groups=230)
+    assert preds[2].error is not None and "Xx2" in preds[2].error
+    for pred in preds[:2]:
+        probs = [p for _, p in pred.space_group_ranking()]
+        assert probs == sorted(probs, reverse=True)
+        assert sum(probs) == pytest.approx(1.0, abs=1e-3)
+        assert 5.0 < pred.volume_per_atom < 30.0
