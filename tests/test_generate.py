@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from cryspnet_gen.generate import (
+    DEFAULT_MIN_DISTANCE_FACTOR,
     Candidate,
     CandidateList,
     CandidateWarning,
@@ -154,7 +155,11 @@ def _radius(symbol: str) -> float:
 
 
 def _assert_valid(
-    c: Candidate, formula: str, space_group: int, factor: float = 0.6, bundle: str = "random-test"
+    c: Candidate,
+    formula: str,
+    space_group: int,
+    factor: float = DEFAULT_MIN_DISTANCE_FACTOR,
+    bundle: str = "random-test",
 ) -> None:
     from pymatgen.core import Composition
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
