@@ -12,7 +12,6 @@ from _model_fixtures import cached_table, make_formulas, shared_bundle, train_ti
 from monty.json import MontyDecoder, MontyEncoder
 
 from cryspnet_gen.predict import (
-    DEFAULT_BUNDLE,
     BundleError,
     Prediction,
     Predictor,
@@ -188,9 +187,11 @@ def test_unknown_bundle_name():
         load_predictor("no-such-bundle")
 
 
-def test_missing_default_bundle_explains_how_to_train():
-    if DEFAULT_BUNDLE in available_bundles():
-        pytest.skip("the default bundle is installed")
+def test_missing_default_bundle_explains_how_to_train(monkeypatch):
+    import cryspnet_gen.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "DEFAULT_BUNDLE", "not-installed-bundle")
+    assert "not-installed-bundle" not in available_bundles()
     with pytest.raises(BundleError, match="cryspnet-gen train"):
         load_predictor()
 
