@@ -428,3 +428,25 @@ def test_write_checks_every_name_first(predictor, tmp_path):
     assert (tmp_path / "NaCl_summary.csv").read_text() == "mine\n"
     with pytest.raises(ValueError, match="formats"):
         write_candidates(nacl, tmp_path / "x", formats=("xyz",))  # type: ignore[arg-type]
+
+
+def test_relax_reranks_by_energy(predictor) -> None:
+    """relax="chgnet" relaxes in process and orders candidates by energy per atom, keeping the model rank."""
+    cands = generate_candidates(
+        "NaCl",
+        k=2,
+        seed=0,
+        predictor=predictor,
+        space_groups=[225, 221],
+        relax="chgnet",
+        relax_steps=3,
+        **FAST,
+    )
+    assert len(cands) == 2
+    energies = [c.energy_per_atom for c in cands]
+    assert all(e is not None and np.isfinite(e) for e in energies)
+    assert energies == sorted(energies)
+    assert [c.rank for c in cands] == [1, 2]
+    assert sorted(c.predicted_rank for c in cands) == [1, 2]
+    assert all(c.relaxed_by == "CHGNet" and c.relaxed_space_group is not None for c in cands)
+    assert Candidate.from_dict(cands[0].as_dict()).energy_per_atom == energies[0]
