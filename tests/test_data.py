@@ -68,11 +68,21 @@ def mini_data(
 
 
 @pytest.fixture(scope="session")
-def mini_build(mini_data: Path, tmp_path_factory: pytest.TempPathFactory) -> D.DataBuild:
-    import os
+def mini_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A private cache folder for the sampled builds, set only while a test of this module runs."""
+    return tmp_path_factory.mktemp("cache")
 
-    os.environ["CRYSPNET_GEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    return D.build(mini_data, workers=2, progress=False)
+
+@pytest.fixture(autouse=True)
+def _private_cache(mini_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRYSPNET_GEN_CACHE_DIR", str(mini_cache))
+
+
+@pytest.fixture(scope="session")
+def mini_build(mini_data: Path, mini_cache: Path) -> D.DataBuild:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRYSPNET_GEN_CACHE_DIR", str(mini_cache))
+        return D.build(mini_data, workers=2, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
