@@ -62,6 +62,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--max-minutes", type=float, help="stop starting new formulas after this many minutes"
     )
     parser.add_argument("--shard", default="0/1", help="I/M: evaluate formulas I, I+M, I+2M, ... (0/1)")
+    parser.add_argument(
+        "--no-save-candidates",
+        dest="save_candidates",
+        action="store_false",
+        help="do not write the candidate structures to candidates*.jsonl (they are kept by default so that "
+        "other candidate sources can be merged with them later without regenerating)",
+    )
+    parser.add_argument(
+        "--source",
+        choices=("cryspnet", "templates", "both"),
+        default="cryspnet",
+        help="candidate source (default cryspnet); templates/both need --templates",
+    )
+    parser.add_argument(
+        "--templates",
+        help="template store folder (default $CRYSPNET_GEN_TEMPLATES); build one without the test formulas: "
+        "cryspnet-gen templates build --from ../shared/data --exclude-test-sets --out STORE",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="with --source both: a cryspnet run folder whose saved candidates (same settings) are merged "
+        "instead of generating them again (default: the matching runs/csp/<set>-k<k>-seed<seed> folder)",
+    )
     parser.add_argument("--summary-only", action="store_true", help="only summarise the results on disk")
     parser.add_argument("-v", "--verbose", action="store_true", help="log generation details")
     args = parser.parse_args(argv)
@@ -69,6 +93,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.n = QUICK_N if args.quick else (100 if args.relax else 1000)
     if args.k is None:
         args.k = 5 if args.relax else 20
+    if args.source != "cryspnet" and not args.templates:
+        args.templates = os.environ.get("CRYSPNET_GEN_TEMPLATES")
+        if not args.templates:
+            parser.error(f"--source {args.source} needs --templates STORE (or $CRYSPNET_GEN_TEMPLATES)")
     try:
         shard, shards = (int(x) for x in args.shard.split("/"))
         if not 0 <= shard < shards:
@@ -91,6 +119,8 @@ def _settings(args: argparse.Namespace) -> Any:
         timeout_per_group=args.timeout_per_group,
         relax_top=args.k if args.relax else 0,
         relax_steps=args.relax_steps,
+        source=args.source,
+        templates=None if args.templates is None else str(Path(args.templates).resolve()),
     )
 
 
@@ -98,6 +128,8 @@ def _out_dir(args: argparse.Namespace) -> Path:
     if args.out is not None:
         return Path(args.out)
     name = f"{args.set}-k{args.k}-seed{args.seed}"
+    if args.source != "cryspnet":
+        name += f"-{args.source}"
     if args.relax:
         name += f"-relax{args.relax_steps}"
     if args.quick:
@@ -147,10 +179,12 @@ def _summarise(args: argparse.Namespace, out: Path, formulas: list[str], config:
             rows.append(FormulaResult.from_dict(done[f]))
     loads = [float(done[f]["load1"]) for f in formulas if f in done and "load1" in done[f]]
     label = TEST_SETS[args.set].label
+    what = {"cryspnet": "generated", "templates": "templates", "both": "both"}[args.source]
     if args.relax:
-        specs = [("unrelaxed", 1, False), ("unrelaxed", args.k, False), ("CHGNet-relaxed", args.k, True)]
+        specs = [(f"{what}", 1, False), (f"{what}", args.k, False), (f"{what} CHGNet-relaxed", args.k, True)]
     else:
-        specs = [("generated", 1, False), ("generated", args.k, False)]
+        ks = (1, 20) if args.source == "cryspnet" else (1, 5, 20)
+        specs = [(what, k, False) for k in ks if k <= args.k]
     summaries = [(f"{what} k={k}", summarize(rows, k, relaxed=relaxed)) for what, k, relaxed in specs]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = {
@@ -189,6 +223,45 @@ def _summarise(args: argparse.Namespace, out: Path, formulas: list[str], config:
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
+
+
+def _saved_candidates(args: argparse.Namespace, formulas: list[str]) -> dict[str, Any]:
+    """CRYSPNet candidates of an earlier cryspnet run with the same generation settings (for --source both)."""
+    if args.source != "both":
+        return {}
+    from cryspnet_gen.generate import Candidate
+
+    folder = args.reuse or Path("runs") / "csp" / f"{args.set}-k{max(args.k, 20)}-seed{args.seed}"
+    if not folder.is_dir():
+        print(f"no earlier cryspnet run in {folder}: generating CRYSPNet candidates", file=sys.stderr)
+        return {}
+    old = json.loads((folder / "config.json").read_text())["settings"]
+    mine = dataclasses.asdict(_settings(args))
+    keys = ("seed", "model", "max_atoms", "timeout", "timeout_per_group")
+    if any(old.get(key) != mine.get(key) for key in keys) or old.get("k", 0) < args.k:
+        sys.exit(
+            f"{folder} was generated with other settings ({ {key: old.get(key) for key in keys} }); pass --reuse"
+        )
+    wanted = set(formulas)
+    seconds = {
+        f: float(row["seconds"]["generate"]) for f, row in _read_results(folder).items() if f in wanted
+    }
+    saved: dict[str, Any] = {}
+    for file in sorted(folder.glob("candidates*.jsonl")):
+        with open(file, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if row["formula"] in wanted and row["formula"] in seconds:
+                    cands = [Candidate.from_dict(c) for c in row["candidates"]]
+                    saved[row["formula"]] = (cands, seconds[row["formula"]])
+    print(
+        f"reusing the CRYSPNet candidates of {len(saved)} of {len(wanted)} formulas from {folder}",
+        file=sys.stderr,
+    )
+    return saved
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         f"(shard {args.shard_index}/{args.shards}); k={args.k}, settings {settings}",
         file=sys.stderr,
     )
-    evaluator = CspEvaluator(predictor, settings)
+    evaluator = CspEvaluator(predictor, settings, saved=_saved_candidates(args, [r.formula for _, r in todo]))
     if todo:
         seconds = evaluator.prepare([r.formula for _, r in todo])
         print(f"batched prediction of {len(todo)} formulas: {seconds:.1f} s", file=sys.stderr)
@@ -261,6 +334,13 @@ def main(argv: list[str] | None = None) -> None:
                         )
                         err.write("\n")
                     continue
+                if args.save_candidates:
+                    with open(out / f"candidates{suffix}.jsonl", "a", encoding="utf-8") as cf:
+                        row = {
+                            "formula": ref.formula,
+                            "candidates": [c.as_dict() for c in evaluator.last_candidates],
+                        }
+                        cf.write(json.dumps(row) + "\n")
                 fh.write(json.dumps({"index": i, "load1": os.getloadavg()[0], **result.to_dict()}) + "\n")
                 fh.flush()
                 matched += any(c.matched for c in (result.relaxed or result.candidates))

@@ -236,6 +236,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if unknown or not formats:
         raise CLIError(f"--format takes poscar and/or cif, comma-separated; got {args.format!r}")
     out = Path(args.output)
+    from cryspnet_gen.templates import ENV_VAR, resolve_store
+
+    store = resolve_store(args.templates) if args.source != "cryspnet" else None
+    if args.source in ("templates", "both") and store is None:
+        raise CLIError(
+            f"--source {args.source} needs --templates STORE or {ENV_VAR} (see 'cryspnet-gen templates build')"
+        )
+    if store is None and args.source is None and not args.quiet:
+        print(
+            f"templates are off (no --templates and {ENV_VAR} unset): CRYSPNet candidates only",
+            file=sys.stderr,
+        )
     predictor = _load(args)
     results = generate_many(
         formulas,
@@ -249,6 +261,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         relax=args.relax,
         relax_steps=args.steps,
+        source=args.source,
+        templates=store,
     )
     n_failed = 0
     for result in results:
@@ -269,9 +283,90 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             print(
                 f"{cand.formula:>16}  #{cand.rank}  {cand.bravais} {cand.space_group_symbol} ({cand.space_group})  "
                 f"p = {cand.probability:.3f}  Z = {cand.z}  {cand.nsites} sites{extra}"
+                + (f"  [template {cand.template_id}]" if cand.template_id else "")
             )
         print(f"  -> {len(paths)} files in {out}")
     return 1 if n_failed else 0
+
+
+def _cmd_templates_build(args: argparse.Namespace) -> int:
+    from cryspnet_gen import templates as T
+
+    src = str(args.source)
+    if src == "materials-project":
+        records = T.records_from_materials_project(
+            args.api_key, max_sites=args.max_sites, max_e_above_hull=args.max_e_above_hull
+        )
+        description = "Materials Project API"
+    elif (Path(src) / "mp2025_topology").is_dir():
+        records = T.records_from_data_dir(src)
+        description = f"Materials Project structures of the data folder {src}"
+    elif Path(src).is_dir():
+        records = T.records_from_folder(src)
+        description = f"structure files under {src}"
+    else:
+        raise CLIError(
+            f"--from {src!r} is neither a folder nor 'materials-project'; give a data folder (with "
+            "mp2025_topology/), a folder of CIF/POSCAR/JSON files, or materials-project"
+        )
+    excluded: list[str] = []
+    if args.exclude_formulas:
+        excluded += _read_formulas([], args.exclude_formulas)
+    if args.exclude_test_sets:
+        from cryspnet_gen.data import read_test_formulas
+
+        tests = read_test_formulas(args.data_dir or (src if Path(src, "mp2025_topology").is_dir() else None))
+        excluded += sorted(set().union(*tests.values()))
+        description += " without the MPTS-52 and MP-20 test formulas"
+    report = T.build_store(
+        records,
+        args.out,
+        max_sites=args.max_sites,
+        max_e_above_hull=args.max_e_above_hull,
+        exclude_formulas=excluded,
+        description=description,
+        workers=args.workers,
+        overwrite=args.force,
+        progress=not args.quiet,
+    )
+    print(report)
+    return 0 if report.n_stored else 1
+
+
+def _cmd_templates_info(args: argparse.Namespace) -> int:
+    import json
+
+    from cryspnet_gen.templates import ENV_VAR, resolve_store
+
+    store = resolve_store(args.store)
+    if store is None:
+        raise CLIError(f"no store given and {ENV_VAR} is not set")
+    print(store)
+    print(json.dumps(store.manifest, indent=1))
+    return 0
+
+
+def _cmd_templates_lookup(args: argparse.Namespace) -> int:
+    from cryspnet_gen.symmetry import space_group_symbol
+    from cryspnet_gen.templates import ENV_VAR, anonymous_formula, resolve_store
+
+    store = resolve_store(args.store)
+    if store is None:
+        raise CLIError(f"no store given and {ENV_VAR} is not set")
+    try:
+        anon = anonymous_formula(args.formula)
+    except ValueError as exc:
+        raise CLIError(f"formula {args.formula!r}: {exc}") from exc
+    rows = store.lookup(args.formula)
+    print(f"{args.formula}: anonymous formula {anon}, {len(rows)} templates")
+    for sg, group in sorted(rows.groupby("space_group"), key=lambda kv: -len(kv[1]))[: args.n]:
+        examples = ", ".join(
+            f"{f} ({i})" for f, i in zip(group["formula"][:3], group["template_id"][:3], strict=True)
+        )
+        print(
+            f"  {space_group_symbol(int(sg)):>12} ({int(sg):>3})  {len(group):>5} templates, e.g. {examples}"
+        )
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -369,7 +464,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bravais-model", choices=["master", "metal", "oxide"], default="master")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--source",
+        choices=["cryspnet", "templates", "both"],
+        default=None,
+        help="candidate source (default: both with a template store, else cryspnet)",
+    )
+    p.add_argument(
+        "--templates", default=None, help="template store folder (default $CRYSPNET_GEN_TEMPLATES)"
+    )
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("templates", help="build and inspect template stores (known structures as candidates)")
+    t_sub = p.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
+    b = t_sub.add_parser("build", help="build a template store from structures")
+    b.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="a data folder like ../shared/data, a folder of CIF/POSCAR/JSON files, or 'materials-project'",
+    )
+    b.add_argument("--out", required=True, help="store folder to write")
+    b.add_argument("--max-sites", type=int, help="leave out structures with more atoms")
+    b.add_argument(
+        "--max-e-above-hull", type=float, help="leave out structures further above the hull (eV/atom)"
+    )
+    b.add_argument("--exclude-formulas", help="file of formulas to leave out (one per line or CSV 'formula')")
+    b.add_argument(
+        "--exclude-test-sets",
+        action="store_true",
+        help="leave out the MPTS-52 and MP-20 test formulas of the data folder (for benchmarking)",
+    )
+    b.add_argument("--data-dir", help="data folder for --exclude-test-sets (default: as for other commands)")
+    b.add_argument("--api-key", help="Materials Project API key (default $MP_API_KEY)")
+    b.add_argument("--workers", type=int, default=1, help="processes for the symmetry analysis (default 1)")
+    b.add_argument("--force", action="store_true", help="replace an existing store")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_templates_build)
+    i = t_sub.add_parser("info", help="what a store holds")
+    i.add_argument("store", nargs="?", help="store folder (default $CRYSPNET_GEN_TEMPLATES)")
+    i.set_defaults(func=_cmd_templates_info)
+    q = t_sub.add_parser("lookup", help="templates of a formula's anonymous formula, by space group")
+    q.add_argument("formula")
+    q.add_argument("--store", help="store folder (default $CRYSPNET_GEN_TEMPLATES)")
+    q.add_argument("-n", type=int, default=10, help="space groups to list (default 10)")
+    q.set_defaults(func=_cmd_templates_lookup)
 
     from cryspnet_gen.workflows.cli import add_subcommands
 
@@ -387,10 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cryspnet_gen.config import DataDirError
     from cryspnet_gen.data import DataFormatError
     from cryspnet_gen.predict import BundleError
+    from cryspnet_gen.templates import TemplateStoreError
 
     try:
         return int(args.func(args))
-    except (CLIError, DataDirError, DataFormatError, BundleError, FileExistsError) as exc:
+    except (CLIError, DataDirError, DataFormatError, BundleError, TemplateStoreError, FileExistsError) as exc:
         print(f"cryspnet-gen: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -387,6 +387,8 @@ class CandidateMatch:
         (element, Wyckoff multiplicity) list equals the reference's. ``None`` for other candidates.
     energy_per_atom, n_steps, converged, error
         Relaxation results (``None`` for unrelaxed candidates); ``error`` says why a relaxation failed.
+    source, template_id
+        Where the candidate came from (``"cryspnet"`` or ``"template"``) and its template.
     """
 
     rank: int
@@ -404,6 +406,8 @@ class CandidateMatch:
     n_steps: int | None = None
     converged: bool | None = None
     error: str | None = None
+    source: str = "cryspnet"
+    template_id: str | None = None
 
     @property
     def matched(self) -> bool:
@@ -421,6 +425,8 @@ def compare_structure(
     generated_space_group: int,
     pair_rank: int = 0,
     reference: Structure | None = None,
+    source: str = "cryspnet",
+    template_id: str | None = None,
 ) -> CandidateMatch:
     """Compare one candidate structure with a reference: match, RMS, validity and diagnostics.
 
@@ -449,6 +455,8 @@ def compare_structure(
         rms=rms,
         lattice_ok=lattice_ok,
         wyckoff_same=wyckoff_same,
+        source=source,
+        template_id=template_id,
     )
 
 
@@ -518,6 +526,11 @@ class CspSettings:
         Relax the first this many candidates with CHGNet (0: none).
     relax_steps, relax_fmax
         CHGNet step cap and force criterion (eV/Å); the cell is relaxed too.
+    source
+        ``"cryspnet"``, ``"templates"`` (template candidates only, no fall-back: a formula without a template
+        has no candidate) or ``"both"`` (:func:`cryspnet_gen.templates.merge_candidates` of the two lists).
+    templates
+        The template store folder (for ``"templates"`` and ``"both"``).
     """
 
     k: int = 20
@@ -529,6 +542,8 @@ class CspSettings:
     relax_top: int = 0
     relax_steps: int = 200
     relax_fmax: float = 0.1
+    source: str = "cryspnet"
+    templates: str | None = None
 
 
 class _PrecomputedPredictor:
@@ -597,12 +612,33 @@ class CspEvaluator:
         Run options.
     """
 
-    def __init__(self, predictor: Predictor, settings: CspSettings | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        settings: CspSettings | None = None,
+        *,
+        saved: dict[str, tuple[list[Candidate], float]] | None = None,
+    ) -> None:
         self.settings = settings or CspSettings()
+        #: CRYSPNet candidates already generated (with the same settings) and the seconds that took, by
+        #: formula; used instead of generating them again when ``source`` is ``"both"`` (the seconds are
+        #: counted as generation time).
+        self.saved = saved or {}
+        self._store: Any = None
+        if self.settings.source != "cryspnet":
+            from cryspnet_gen.templates import load_store
+
+            if not self.settings.templates:
+                raise ValueError(
+                    f"source={self.settings.source!r} needs CspSettings.templates (a store folder)"
+                )
+            self._store = load_store(self.settings.templates)
         self._predictor = _PrecomputedPredictor(predictor)
         self._matcher = make_matcher()
         self._optimizer: Any = None
         self._predict_share = 0.0
+        #: The candidates built by the last :meth:`evaluate` call (for saving them beside the results).
+        self.last_candidates: list[Candidate] = []
 
     def prepare(self, formulas: Sequence[str]) -> float:
         """Predict all ``formulas`` in one batch (much faster than one by one); returns the seconds taken."""
@@ -630,7 +666,7 @@ class CspEvaluator:
 
         opts = self.settings
         ref = describe_reference(reference)
-        seconds = {"predict": 0.0, "generate": 0.0, "match": 0.0, "relax": 0.0}
+        seconds = {"predict": 0.0, "templates": 0.0, "generate": 0.0, "match": 0.0, "relax": 0.0}
         t0 = time.perf_counter()
         pred = self._prediction(reference.formula)
         seconds["predict"] = time.perf_counter() - t0 + self._predict_share
@@ -645,25 +681,55 @@ class CspEvaluator:
         skipped: list[Any] = []
         stop_reason = None
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                found = generate_candidates(
+        from_templates: list[Candidate] | None = None
+        saved_seconds = 0.0
+        if opts.source != "cryspnet":
+            from cryspnet_gen.templates import template_candidates
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from_templates = template_candidates(
                     reference.formula,
-                    k=opts.k,
-                    seed=opts.seed,
-                    predictor=self._predictor,  # type: ignore[arg-type]
-                    model=opts.model,  # type: ignore[arg-type]
+                    opts.k,
+                    templates=self._store,
+                    prediction=pred,
                     max_atoms=opts.max_atoms,
-                    timeout=opts.timeout,
-                    timeout_per_group=opts.timeout_per_group,
                 )
-                skipped, stop_reason = found.skipped, found.stop_reason
-            except GenerationError as exc:
-                error, skipped = f"GenerationError: {exc}", exc.skipped
-            except ValueError as exc:
-                error = f"ValueError: {exc}"
-        seconds["generate"] = time.perf_counter() - t0
+            seconds["templates"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+        if opts.source == "templates":
+            found = from_templates or []
+            stop_reason = getattr(from_templates, "stop_reason", None)
+        elif reference.formula in self.saved:
+            found, saved_seconds = self.saved[reference.formula]
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    found = generate_candidates(
+                        reference.formula,
+                        k=opts.k,
+                        seed=opts.seed,
+                        predictor=self._predictor,  # type: ignore[arg-type]
+                        model=opts.model,  # type: ignore[arg-type]
+                        max_atoms=opts.max_atoms,
+                        timeout=opts.timeout,
+                        timeout_per_group=opts.timeout_per_group,
+                        source="cryspnet",
+                    )
+                    skipped, stop_reason = found.skipped, found.stop_reason
+                except GenerationError as exc:
+                    error, skipped = f"GenerationError: {exc}", exc.skipped
+                except ValueError as exc:
+                    error = f"ValueError: {exc}"
+        seconds["generate"] = time.perf_counter() - t0 + saved_seconds
+        if opts.source == "both":
+            from cryspnet_gen.templates import merge_candidates
+
+            found = merge_candidates([from_templates or [], list(found)], opts.k, formula=reference.formula)
+            if error is not None and found:
+                error = None
+        self.last_candidates = list(found)
         true_skip = next(
             (s.reason for s in skipped if s.space_group == ref.space_group and s.bravais == ref.bravais), None
         )
@@ -679,6 +745,8 @@ class CspEvaluator:
                 generated_space_group=c.space_group,
                 pair_rank=c.pair_rank,
                 reference=reference.structure,
+                source=c.source,
+                template_id=c.template_id,
             )
             for c in found
         ]
@@ -760,6 +828,8 @@ class CspEvaluator:
                     generated_space_group=c.space_group,
                     pair_rank=c.pair_rank,
                     reference=reference,
+                    source=c.source,
+                    template_id=c.template_id,
                 )
                 m.energy_per_atom = float(res.energy_per_atom)
                 m.n_steps = int(res.n_steps)
@@ -900,7 +970,7 @@ def summarize(results: Sequence[FormulaResult], k: int, *, relaxed: bool = False
             sizes = {c.prim_nsites for c in cands[:k] if c.space_group == r.space_group}
             wrong_z["candidate Z smaller" if max(sizes) < r.prim_nsites else "candidate Z larger"] += 1
     seconds = [r.seconds.get("total", 0.0) for r in results]
-    parts = ("predict", "generate", "match", "relax")
+    parts = ("predict", "templates", "generate", "match", "relax")
     out: dict[str, Any] = {
         "k": k,
         "relaxed": relaxed,

@@ -105,6 +105,7 @@ if TYPE_CHECKING:
     from pymatgen.core import Composition, Structure
 
     from cryspnet_gen.predict import LatticePrediction, Prediction, Predictor
+    from cryspnet_gen.templates import TemplateStore
 
 __all__ = [
     "DEFAULT_MAX_ATOMS",
@@ -272,8 +273,10 @@ class Candidate(MSONable):
         ``attempt`` numbers the pyxtal attempt within its space group.
     pair_rank
         Position of the (lattice, group) pair in the model's ranking (1 = most likely; 0 when not ranked).
-    source
-        ``"cryspnet"`` for structures built from the network predictions.
+    source, template_id, score
+        ``"cryspnet"`` for structures built from the network predictions, ``"template"`` for a substituted known
+        structure (``template_id`` names it in the template store, see :mod:`cryspnet_gen.templates`);
+        ``score`` is the log-scale ranking score of a list that mixes both sources (``None`` otherwise).
     notes
         Anything adjusted on the way (clamped cell, fallback volume, a second Z...).
     energy_per_atom, relaxed_by, predicted_rank, relaxed_space_group
@@ -307,6 +310,8 @@ class Candidate(MSONable):
     attempt: int = 0
     pair_rank: int = 0
     source: str = _SOURCE
+    template_id: str | None = None
+    score: float | None = None
     notes: list[str] = field(default_factory=list)
     energy_per_atom: float | None = None
     relaxed_by: str | None = None
@@ -1258,6 +1263,8 @@ def generate_candidates(
     isolation: Isolation = "auto",
     relax: Relax | None = None,
     relax_steps: int = 300,
+    source: Source | None = None,
+    templates: TemplateStore | str | os.PathLike[str] | None = None,
 ) -> CandidateList:
     """The ``k`` most likely candidate structures of a formula, most likely first.
 
@@ -1291,6 +1298,15 @@ def generate_candidates(
     relax, relax_steps
         ``"chgnet"``: relax the candidates in this process (at most ``relax_steps`` steps each) and re-rank them
         by energy per atom; see :func:`relax_and_rerank`.
+    source
+        ``"cryspnet"`` (structures built in the predicted groups), ``"templates"`` (known structures of the same
+        anonymous formula from a template store, substituted and scaled; see :mod:`cryspnet_gen.templates`) or
+        ``"both"`` (one list ranked by score, duplicates removed). ``None``: ``"both"`` when a template store is
+        given or set in ``$CRYSPNET_GEN_TEMPLATES``, else ``"cryspnet"`` (logged: templates are off). A formula
+        without any template falls back to CRYSPNet candidates (with a :class:`CandidateWarning`).
+    templates
+        A template store (:class:`~cryspnet_gen.templates.TemplateStore` or its folder); ``None`` reads
+        ``$CRYSPNET_GEN_TEMPLATES``.
 
     Returns
     -------
@@ -1321,14 +1337,97 @@ def generate_candidates(
     )
     if not isinstance(formula, str):
         raise ValueError(f"formula must be a string, got {type(formula).__name__}")
+    source, store = _check_source(source, templates)
     fu = _formula_unit(formula, opts.max_atoms)
     (pred,) = _predict(predictor, [formula], model)
-    found = _generate_one(pred, fu, opts, groups, lattices)
-    if len(found) < opts.k:
-        warnings.warn(_failure_message(formula, found, opts.k), CandidateWarning, stacklevel=2)
+    found, message = _generate_sourced(pred, fu, opts, groups, lattices, source, store)
+    if message is not None:
+        warnings.warn(message, CandidateWarning, stacklevel=2)
     if relax is not None:
         found = relax_and_rerank(found, relax, steps=relax_steps, progress=True)
     return found
+
+
+Source = Literal["cryspnet", "templates", "both"]
+_SOURCES = ("cryspnet", "templates", "both")
+
+
+def _check_source(
+    source: str | None, templates: TemplateStore | str | os.PathLike[str] | None
+) -> tuple[str, TemplateStore | None]:
+    from cryspnet_gen.templates import ENV_VAR, resolve_store
+
+    if source is not None and source not in _SOURCES:
+        raise ValueError(f"Unknown {source=}; choose from {_SOURCES}")
+    store = resolve_store(templates) if source != "cryspnet" else None
+    if source is None:
+        if store is None:
+            logger.info("templates are off (no template store given and %s is not set)", ENV_VAR)
+        source = "both" if store is not None else "cryspnet"
+    if source != "cryspnet" and store is None:
+        raise ValueError(
+            f"source={source!r} needs a template store: pass templates=STORE (--templates) or set {ENV_VAR}; "
+            "build one with 'cryspnet-gen templates build --from ../shared/data --out STORE'"
+        )
+    return source, store
+
+
+def _generate_sourced(
+    pred: Prediction,
+    fu: _FormulaUnit,
+    opts: _Options,
+    groups: list[int] | None,
+    lattices: list[str] | None,
+    source: str,
+    store: TemplateStore | None,
+) -> tuple[CandidateList, str | None]:
+    """Candidates of one formula from the chosen source(s) and the warning to give (or None)."""
+    from cryspnet_gen.templates import merge_candidates, template_candidates
+
+    if source == "cryspnet":
+        found = _generate_one(pred, fu, opts, groups, lattices)
+        return found, (_failure_message(fu.formula, found, opts.k) if len(found) < opts.k else None)
+    if pred.error is not None:
+        raise ValueError(f"formula {fu.formula!r} cannot be predicted: {pred.error}")
+    from_templates = template_candidates(
+        fu.formula,
+        opts.k,
+        templates=store,
+        prediction=pred,
+        max_atoms=opts.max_atoms,
+        space_groups=groups,
+        bravais=lattices,
+    )
+    if source == "templates" and from_templates:
+        message = None
+        if len(from_templates) < opts.k:
+            message = f"{fu.formula}: only {len(from_templates)} of {opts.k} candidates from templates ({from_templates.stop_reason})"
+        return from_templates, message
+    fallback = None
+    if not from_templates:
+        fallback = f"{fu.formula}: {from_templates.stop_reason}; " + (
+            "falling back to CRYSPNet candidates" if source == "templates" else "CRYSPNet candidates only"
+        )
+        logger.info("%s", fallback)
+    try:
+        built = _generate_one(pred, fu, opts, groups, lattices)
+    except GenerationError:
+        if not from_templates:
+            raise
+        built = CandidateList([], formula=fu.formula)
+    if not from_templates:
+        for c in built:
+            c.notes.append(fallback or "")
+        message = fallback if source == "templates" else None
+        if len(built) < opts.k:
+            message = "; ".join(m for m in (message, _failure_message(fu.formula, built, opts.k)) if m)
+        built.stop_reason = built.stop_reason or (fallback if source == "templates" else None)
+        return built, message
+    merged = merge_candidates([from_templates, built], opts.k, formula=fu.formula)
+    message = None
+    if len(merged) < opts.k:
+        message = _failure_message(fu.formula, merged, opts.k)
+    return merged, message
 
 
 Relax = Literal["chgnet"]
@@ -1413,8 +1512,12 @@ def generate_many(
     progress: bool = True,
     relax: Relax | None = None,
     relax_steps: int = 300,
+    source: Source | None = None,
+    templates: TemplateStore | str | os.PathLike[str] | None = None,
 ) -> list[GenerationResult]:
     """:func:`generate_candidates` for many formulas: one :class:`GenerationResult` per input, in order.
+
+    ``source`` and ``templates`` as in :func:`generate_candidates` (the template store is loaded once).
 
     The predictions are made in one batch. A bad formula or one without any structure gives a result with
     ``error`` set instead of stopping the batch; fewer than ``k`` candidates sets ``warning`` (no Python
@@ -1439,6 +1542,7 @@ def generate_many(
         space_groups=space_groups,
         bravais=bravais,
     )
+    source, store = _check_source(source, templates)
     items = [str(f) for f in formulas]
     results: list[GenerationResult | None] = [None] * len(items)
     units: dict[int, _FormulaUnit] = {}
@@ -1456,7 +1560,7 @@ def generate_many(
         iterator = tqdm(iterator, total=len(good), desc="generate", unit="formula")
     for i, pred in iterator:
         try:
-            found = _generate_one(pred, units[i], opts, groups, lattices)
+            found, message = _generate_sourced(pred, units[i], opts, groups, lattices, source, store)
         except (ValueError, GenerationError) as exc:
             skipped = exc.skipped if isinstance(exc, GenerationError) else []
             results[i] = GenerationResult(
@@ -1464,7 +1568,6 @@ def generate_many(
             )
             logger.warning("%s", exc)
             continue
-        message = _failure_message(items[i], found, opts.k) if len(found) < opts.k else None
         if relax is not None:
             found = relax_and_rerank(found, relax, steps=relax_steps)
         results[i] = GenerationResult(
@@ -1488,6 +1591,7 @@ _SUMMARY_COLUMNS = (
     "nsites",
     "seed",
     "source",
+    "template_id",
 )
 
 
@@ -1507,6 +1611,7 @@ def _render(candidate: Candidate, fmt: str) -> str:
     comment = (
         f"{candidate.formula} rank {candidate.rank} {candidate.space_group_symbol} ({candidate.space_group}) "
         f"p={candidate.probability:.4g} seed={candidate.seed} {candidate.source}"
+        + (f" {candidate.template_id}" if candidate.template_id else "")
     )
     return Poscar(candidate.structure, comment=comment).get_str()
 
