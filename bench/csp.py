@@ -183,8 +183,8 @@ def _summarise(args: argparse.Namespace, out: Path, formulas: list[str], config:
     if args.relax:
         specs = [(f"{what}", 1, False), (f"{what}", args.k, False), (f"{what} CHGNet-relaxed", args.k, True)]
     else:
-        ks = (1, 20) if args.source == "cryspnet" else (1, 5, 20)
-        specs = [(what, k, False) for k in ks if k <= args.k]
+        ks = {1, args.k} if args.source == "cryspnet" else {1, 5, 20, args.k}
+        specs = [(what, k, False) for k in sorted(ks) if k <= args.k]
     summaries = [(f"{what} k={k}", summarize(rows, k, relaxed=relaxed)) for what, k, relaxed in specs]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = {

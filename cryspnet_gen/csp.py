@@ -143,6 +143,11 @@ TEST_SETS: dict[str, TestSet] = {
         20,
     ),
     "mpts52": TestSet("mpts52", "mpts52_test", "energy_above_hull", "MPTS-52 test", 52),
+    # validation files, for tuning (never for reported numbers)
+    "mp20_val": TestSet(
+        "mp20_val", "mp20_val", "e_above_hull", "MP-20 validation, binary + ternary only", 20
+    ),
+    "mpts52_val": TestSet("mpts52_val", "mpts52_val", "energy_above_hull", "MPTS-52 validation", 52),
 }
 
 

@@ -24,12 +24,12 @@ however, share their anonymous formula (``ABC3``) and space group with some know
    template's own volume when there is no prediction); the template's space group is checked on the result.
 4. **Score** (log scale, higher is better; :class:`TemplateScoring`)::
 
-       score = log max(P(lattice) x P(group | lattice), p_floor)     # CRYSPNet, for the template's group
+       score = w_model x log max(P(lattice) x P(group | lattice), p_floor)   # CRYSPNet, the template's group
              + w_substitution x substitution log-likelihood
              + w_prevalence x log(number of stored entries with this anonymous formula and group)
 
-   CRYSPNet's own candidates get ``log P(lattice) x P(group | lattice) + cryspnet_offset`` so that both sources
-   rank in one list (:func:`merge_candidates`). The weights were tuned on validation formulas (never test ones):
+   CRYSPNet's own candidates get ``w_model x log P(lattice) x P(group | lattice) + cryspnet_offset`` so that both
+   sources rank in one list (:func:`merge_candidates`). The weights were tuned on validation formulas (never test ones):
    see ``docs/benchmarks.md``.
 
 Templates of one structure type often map onto the same candidate; candidates are de-duplicated first by
@@ -552,6 +552,18 @@ _COLUMNS = (
 # ---------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _AnonymousGroup:
+    """Arrays of the templates of one anonymous formula: rows, canonical elements, groups, Wyckoff letters."""
+
+    rows: np.ndarray
+    elements: np.ndarray  # [n, m] atomic numbers in canonical order
+    space_groups: np.ndarray
+    wyckoff: list[tuple[str, ...]]
+    prototype: np.ndarray  # id of (group, Wyckoff letters per canonical position)
+    prevalence: np.ndarray
+
+
 class TemplateStore:
     """A loaded template store, indexed by anonymous formula. Use :func:`load_store` to open one."""
 
@@ -563,8 +575,31 @@ class TemplateStore:
             str(key): np.asarray(idx, dtype=np.int64)
             for key, idx in self.frame.groupby("anonymous", sort=False).indices.items()
         }
-        pairs = zip(self.frame["anonymous"], self.frame["space_group"], strict=True)
+        self.space_groups = self.frame["space_group"].to_numpy().astype(np.int64)
+        self.formulas = self.frame["formula"].to_numpy().astype(str)
+        self.template_ids = self.frame["template_id"].to_numpy().astype(str)
+        pairs = zip(self.frame["anonymous"], self.space_groups, strict=True)
         self.prevalence: Counter = Counter((str(a), int(g)) for a, g in pairs)
+        self._groups: dict[str, _AnonymousGroup] = {}
+
+    def group(self, anonymous: str) -> _AnonymousGroup | None:
+        """The templates of one anonymous formula as arrays (built on first use, then cached)."""
+        if anonymous in self._groups:
+            return self._groups[anonymous]
+        idx = self._by_anonymous.get(anonymous)
+        if idx is None or len(idx) == 0:
+            return None
+        elements = np.stack([np.asarray(e, dtype=np.int64) for e in self.frame["elements"].to_numpy()[idx]])
+        wyckoff = [tuple(str(w) for w in ws) for ws in self.frame["wyckoff"].to_numpy()[idx]]
+        groups = self.space_groups[idx]
+        protos: dict[tuple[Any, ...], int] = {}
+        proto = np.asarray(
+            [protos.setdefault((int(g), w), len(protos)) for g, w in zip(groups, wyckoff, strict=True)]
+        )
+        prevalence = np.asarray([self.prevalence[(anonymous, int(g))] for g in groups], dtype=np.float64)
+        grp = _AnonymousGroup(idx, elements, groups, wyckoff, proto, prevalence)
+        self._groups[anonymous] = grp
+        return grp
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -669,9 +704,13 @@ def substitution_matrix() -> np.ndarray:
     from pymatgen.analysis.structure_prediction.substitution_probability import SubstitutionProbability
     from pymatgen.core import Element
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # pymatgen warns about elements without electronegativity (noble gases)
         warnings.simplefilter("ignore")
         sp = SubstitutionProbability()
+        return _substitution_matrix(sp, Element)
+
+
+def _substitution_matrix(sp: Any, Element: Any) -> np.ndarray:
     by_z: dict[int, list[Any]] = {}
     for s in sp.species:
         by_z.setdefault(s.Z, []).append(s)
@@ -726,6 +765,7 @@ def _assignments(target: dict[int, int]) -> np.ndarray:
 class TemplateScoring:
     """Weights of the template score (log scale); see the module docstring. Defaults tuned on validation."""
 
+    w_model: float = 1.0
     w_substitution: float = 1.0
     w_prevalence: float = 0.5
     p_floor: float = 1e-4
@@ -735,13 +775,13 @@ class TemplateScoring:
         self, p_pair: np.ndarray, substitution: np.ndarray, prevalence: np.ndarray
     ) -> np.ndarray:
         return (
-            np.log(np.maximum(p_pair, self.p_floor))
+            self.w_model * np.log(np.maximum(p_pair, self.p_floor))
             + self.w_substitution * substitution
             + self.w_prevalence * np.log(prevalence)
         )
 
     def cryspnet_score(self, probability: float) -> float:
-        return math.log(max(probability, 1e-12)) + self.cryspnet_offset
+        return self.w_model * math.log(max(probability, 1e-12)) + self.cryspnet_offset
 
 
 @dataclass
@@ -773,44 +813,45 @@ def rank_options(
     CRYSPNet's P(lattice) x P(group | lattice). ``space_groups``: use only templates in these groups.
     """
     anon = _anonymous(target.values())
-    idx = store.indices(anon)
-    if len(idx) == 0:
+    grp = store.group(anon)
+    if grp is None:
         return []
-    frame = store.frame
-    if exclude_formulas:
-        banned = set(exclude_formulas)
-        idx = np.asarray([i for i in idx if frame.at[int(i), "formula"] not in banned], dtype=np.int64)
-        if len(idx) == 0:
-            return []
+    keep = np.ones(len(grp.rows), dtype=bool)
+    banned = set(exclude_formulas)
+    if banned:
+        keep &= ~np.isin(store.formulas[grp.rows], list(banned))
     if space_groups is not None:
-        allowed = {int(g) for g in space_groups}
-        idx = idx[np.isin(frame["space_group"].to_numpy()[idx], list(allowed))]
-        if len(idx) == 0:
-            return []
-    elements = np.stack([np.asarray(frame.at[int(i), "elements"], dtype=np.int64) for i in idx])
-    groups = frame["space_group"].to_numpy()[idx].astype(int)
+        keep &= np.isin(grp.space_groups, list({int(g) for g in space_groups}))
+    sel = np.flatnonzero(keep)
+    if len(sel) == 0:
+        return []
+    elements = grp.elements[sel]
+    groups = grp.space_groups[sel]
     assign = _assignments(target)  # [n_a, m]
+    n_a = assign.shape[0]
     matrix = substitution_matrix()
     sub = matrix[assign[None, :, :], elements[:, None, :]].mean(axis=2)  # [n_t, n_a]
     p_pair = np.asarray([pair_probability.get(int(g), 0.0) for g in groups])
-    prevalence = np.asarray([store.prevalence[(anon, int(g))] for g in groups])
+    prevalence = grp.prevalence[sel]
     score = scoring.template_score(p_pair[:, None], sub, prevalence[:, None])
+    # best option per (prototype, mapping) first: options of one prototype and mapping are the same structure
     order = np.argsort(-score, axis=None, kind="stable")
+    codes = (grp.prototype[sel][:, None] * n_a + np.arange(n_a)[None, :]).ravel()[order]
+    _, first = np.unique(codes, return_index=True)
+    order = order[np.sort(first)]
     out: list[TemplateOption] = []
     seen: set[tuple[Any, ...]] = set()
-    n_a = assign.shape[1] and assign.shape[0]
     for flat in order:
         t, a = divmod(int(flat), n_a)
-        row = int(idx[t])
         mapping = tuple(int(z) for z in assign[a])
-        wyck = frame.at[row, "wyckoff"]
-        key = (int(groups[t]), tuple(sorted(zip(mapping, (str(w) for w in wyck), strict=True))))
+        wyck = grp.wyckoff[sel[t]]
+        key = (int(groups[t]), tuple(sorted(zip(mapping, wyck, strict=True))))
         if key in seen:
             continue
         seen.add(key)
         out.append(
             TemplateOption(
-                row=row,
+                row=int(grp.rows[sel[t]]),
                 mapping=mapping,
                 score=float(score[t, a]),
                 p_pair=float(p_pair[t]),

@@ -263,3 +263,50 @@ def test_relaxed_candidates_are_compared(shared_data: Path):
     assert relaxed.generated_space_group == result.candidates[0].space_group
     assert classify(result, 1, relaxed=True) in (*FAILURE_REASONS, "matched")
     assert "relaxation" in summarize([result], 1, relaxed=True)
+
+
+@pytest.mark.shared_data
+def test_benchmark_with_templates_and_both(shared_data: Path, tmp_path: Path):
+    """--source templates and --source both run, and 'both' reuses the saved CRYSPNet candidates."""
+    import itertools
+
+    from cryspnet_gen.data import read_test_formulas
+    from cryspnet_gen.templates import build_store, records_from_data_dir
+
+    tests = set().union(*read_test_formulas(shared_data).values())
+    store = tmp_path / "store"
+    records = itertools.islice(records_from_data_dir(shared_data), 1500)
+    build_store(records, store, exclude_formulas=tests, progress=False)
+    bench = _bench_module()
+    common = ["--set", "mp20", "--n", "2", "--k", "3", "--timeout", "6", "--timeout-per-group", "2"]
+    common += ["--data-dir", str(shared_data)]
+    cry = tmp_path / "cryspnet"
+    bench.main([*common, "--out", str(cry)])
+    saved = [json.loads(x) for x in (cry / "candidates.jsonl").read_text().splitlines()]
+    assert len(saved) == 2 and all(len(r["candidates"]) <= 3 for r in saved)
+
+    tmpl = tmp_path / "templates"
+    bench.main([*common, "--source", "templates", "--templates", str(store), "--out", str(tmpl)])
+    rows = [FormulaResult.from_dict(json.loads(x)) for x in (tmpl / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    assert all(c.source == "template" and c.template_id for r in rows for c in r.candidates)
+    summary = json.loads((tmpl / "summary.json").read_text())
+    assert set(summary["summaries"]) == {"templates k=1", "templates k=3"}
+
+    both = tmp_path / "both"
+    bench.main(
+        [*common, "--source", "both", "--templates", str(store), "--out", str(both), "--reuse", str(cry)]
+    )
+    rows = [FormulaResult.from_dict(json.loads(x)) for x in (both / "results.jsonl").read_text().splitlines()]
+    by_formula = {r["formula"]: r for r in saved}
+    for r in rows:
+        assert 1 <= len(r.candidates) <= 3
+        cry_ids = {(c["space_group"], c["rank"]) for c in by_formula[r.formula]["candidates"]}
+        for c in r.candidates:
+            assert c.source in ("template", "cryspnet")
+        # every CRYSPNet candidate in the merged list is one of the saved ones (nothing was regenerated)
+        assert all(
+            c.generated_space_group in {sg for sg, _ in cry_ids}
+            for c in r.candidates
+            if c.source == "cryspnet"
+        )
