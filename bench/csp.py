@@ -141,7 +141,7 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
     path = out / "config.json"
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("set", "model", "bundle_version", "settings")
+        keys = ("set", "model", "bundle_version", "settings", "template_scoring")
         diff = [key for key in keys if old.get(key) != config.get(key)]
         if diff:
             sys.exit(
@@ -289,6 +289,13 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
+    if args.source != "cryspnet":
+        from cryspnet_gen.templates import TemplateScoring, load_store
+
+        config["template_scoring"] = dataclasses.asdict(TemplateScoring())
+        config["template_store"] = {
+            key: load_store(args.templates).manifest.get(key) for key in ("description", "n_templates", "created")
+        }
     out = _out_dir(args)
     _check_config(out, config)
     references = sample_references(load_test_set(args.set, args.data_dir), args.n, args.seed)
