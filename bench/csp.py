@@ -141,6 +141,13 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
     path = out / "config.json"
     if path.exists():
         old = json.loads(path.read_text())
+        # settings added after a run was started take their default values for it
+        from cryspnet_gen.csp import CspSettings
+
+        old["settings"] = {
+            **{k: v for k, v in dataclasses.asdict(CspSettings()).items() if k in ("source", "templates")},
+            **old.get("settings", {}),
+        }
         keys = ("set", "model", "bundle_version", "settings", "template_scoring")
         diff = [key for key in keys if old.get(key) != config.get(key)]
         if diff:
