@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
 
         config["template_scoring"] = dataclasses.asdict(TemplateScoring())
         config["template_store"] = {
-            key: load_store(args.templates).manifest.get(key) for key in ("description", "n_templates", "created")
+            key: load_store(args.templates).manifest.get(key)
+            for key in ("description", "n_templates", "created")
         }
     out = _out_dir(args)
     _check_config(out, config)
