@@ -81,6 +81,7 @@ __all__ = [
     "sample_references",
     "skip_kind",
     "summarize",
+    "template_coverage",
 ]
 
 logger = logging.getLogger(__name__)
@@ -731,7 +732,9 @@ class CspEvaluator:
         if opts.source == "both":
             from cryspnet_gen.templates import merge_candidates
 
+            t0 = time.perf_counter()
             found = merge_candidates([from_templates or [], list(found)], opts.k, formula=reference.formula)
+            seconds["templates"] += time.perf_counter() - t0  # the merge (StructureMatcher de-duplication)
             if error is not None and found:
                 error = None
         self.last_candidates = list(found)
@@ -1018,6 +1021,31 @@ def summarize(results: Sequence[FormulaResult], k: int, *, relaxed: bool = False
             "lowest_energy_matched": sum(_lowest_energy_matched((r.relaxed or [])[:k]) for r in results),
         }
     return out
+
+
+def template_coverage(results: Sequence[FormulaResult], store: Any, k: int) -> dict[str, int]:
+    """Why template candidates missed: counts over the formulas not matched at ``k``.
+
+    ``no template``: the store has no entry with the formula's anonymous formula; ``no template in the true
+    group``: it has some, none in the reference's space group; ``true group ranked below k``: a template in the
+    true group exists but no candidate in it is among the first ``k``; ``true group, no match``: a candidate in
+    the true group is there and does not match (another structure type of that group, or Z).
+    """
+    out: Counter[str] = Counter()
+    for r in results:
+        if any(c.matched for c in r.candidates[:k]):
+            out["matched"] += 1
+            continue
+        rows = store.lookup(r.formula)
+        if rows.empty:
+            out["no template"] += 1
+        elif not (rows["space_group"] == r.space_group).any():
+            out["no template in the true group"] += 1
+        elif not any(c.space_group == r.space_group for c in r.candidates[:k]):
+            out["true group ranked below k"] += 1
+        else:
+            out["true group, no match"] += 1
+    return dict(out)
 
 
 def _pct(x: float) -> str:
