@@ -354,6 +354,8 @@ def test_cli_build_lookup_generate(structure_folder: Path, tmp_path: Path, capsy
     assert "6 of 6 structures stored" in capsys.readouterr().out
     assert main(["templates", "build", "--from", str(structure_folder), "--out", str(store), "-q"]) == 2
     assert "already holds" in capsys.readouterr().err
+    assert main(["templates", "info", str(store)]) == 0
+    assert '"n_templates": 6' in capsys.readouterr().out
     assert main(["templates", "lookup", "KBr", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "anonymous formula AB, 4 templates" in out and "Fm-3m (225)" in out
@@ -377,3 +379,23 @@ def test_store_from_the_data_folder(shared_data: Path, tmp_path: Path):
         s = store.structure(i)
         assert s.composition.reduced_formula == store.frame.at[i, "formula"]
         assert SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() == store.frame.at[i, "space_group"]
+
+
+def test_chgnet_reranking_applies_to_template_candidates(store_dir: Path, predictor):
+    pytest.importorskip("chgnet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cands = generate_candidates(
+            "KBr",
+            2,
+            source="templates",
+            templates=store_dir,
+            predictor=predictor,
+            relax="chgnet",
+            relax_steps=3,
+        )
+    assert len(cands) == 2
+    assert all(c.source == "template" and (c.relaxed_by or "").lower() == "chgnet" for c in cands)
+    energies = [c.energy_per_atom for c in cands]
+    assert energies == sorted(energies) and all(e is not None for e in energies)
+    assert sorted(c.predicted_rank for c in cands) == [1, 2]
