@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,21 @@ def _summarise(args: argparse.Namespace, out: Path, formulas: list[str], config:
         ks = {1, args.k} if args.source == "cryspnet" else {1, 5, 20, args.k}
         specs = [(what, k, False) for k in sorted(ks) if k <= args.k]
     summaries = [(f"{what} k={k}", summarize(rows, k, relaxed=relaxed)) for what, k, relaxed in specs]
+    if args.source != "cryspnet" and rows:
+        from cryspnet_gen.csp import template_coverage
+        from cryspnet_gen.templates import load_store
+
+        store = load_store(args.templates)
+        for _name, s in summaries:
+            if not s["relaxed"]:
+                s["template_coverage"] = template_coverage(rows, store, s["k"])
+                s["matched_by_source"] = dict(
+                    Counter(
+                        next(c.source for c in r.candidates[: s["k"]] if c.matched)
+                        for r in rows
+                        if any(c.matched for c in r.candidates[: s["k"]])
+                    )
+                )
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = {
         "date": now,
@@ -227,6 +243,10 @@ def _summarise(args: argparse.Namespace, out: Path, formulas: list[str], config:
         )
         if "relaxation" in s:
             lines.append(f"  relaxation {s['relaxation']}")
+        if "template_coverage" in s:
+            lines.append(
+                f"  template coverage {s['template_coverage']}; matched by source {s['matched_by_source']}"
+            )
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text

@@ -10,7 +10,7 @@ validation part (so the ``cryspnet-bench`` model never trained on them); test fo
 formula's own templates are left out (leave-one-out: the store holds every MP formula but the test ones).
 
 For every weight setting of a grid, the template options are ranked; each distinct option (de-duplication key)
-is built once and matched against the reference with the CSP matcher, and match@k (k = 1, 5, 20) is computed from
+(one template row with one element mapping) is built once and matched against the reference with the CSP matcher, and match@k (k = 1, 5, 20) is computed from
 the ranking. Then the CRYSPNet candidates of ``--n-cryspnet`` of the MP-20 formulas are generated (k=20) and
 matched, and the offset that places them in the merged list is chosen. Prints the grid and the best setting as
 Markdown; StructureMatcher de-duplication across options is ignored here (the ranking is what is tuned).
@@ -114,13 +114,15 @@ def main(argv: list[str] | None = None) -> None:
         cache = matched.setdefault(ref.formula, {})
         for scoring in settings:
             opts = rank_options(store, target, probs, scoring, exclude_formulas={ref.formula}, limit=20)
-            ranked[ref.formula].append([(o.key, o.score) for o in opts])
+            # an option is one template row with one mapping: templates of one structure type differ in
+            # their lattice ratios and free coordinates, so each is built and matched on its own
+            ranked[ref.formula].append([((o.row, o.mapping), o.score) for o in opts])
             for o in opts:
-                if o.key not in cache:
+                if (o.row, o.mapping) not in cache:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         structure, _sg = build_option(store, o, pred.volume_per_atom)
-                        cache[o.key] = match_rms(structure, ref.structure, matcher) is not None
+                        cache[(o.row, o.mapping)] = match_rms(structure, ref.structure, matcher) is not None
     template_seconds = (time.perf_counter() - start) / max(len(refs), 1)
 
     def rate(formulas: list[str], i: int, k: int) -> float:
