@@ -1337,10 +1337,10 @@ def generate_candidates(
     )
     if not isinstance(formula, str):
         raise ValueError(f"formula must be a string, got {type(formula).__name__}")
-    source, store = _check_source(source, templates)
+    chosen, store = _check_source(source, templates)
     fu = _formula_unit(formula, opts.max_atoms)
     (pred,) = _predict(predictor, [formula], model)
-    found, message = _generate_sourced(pred, fu, opts, groups, lattices, source, store)
+    found, message = _generate_sourced(pred, fu, opts, groups, lattices, chosen, store)
     if message is not None:
         warnings.warn(message, CandidateWarning, stacklevel=2)
     if relax is not None:
@@ -1542,7 +1542,7 @@ def generate_many(
         space_groups=space_groups,
         bravais=bravais,
     )
-    source, store = _check_source(source, templates)
+    chosen, store = _check_source(source, templates)
     items = [str(f) for f in formulas]
     results: list[GenerationResult | None] = [None] * len(items)
     units: dict[int, _FormulaUnit] = {}
@@ -1560,7 +1560,7 @@ def generate_many(
         iterator = tqdm(iterator, total=len(good), desc="generate", unit="formula")
     for i, pred in iterator:
         try:
-            found, message = _generate_sourced(pred, units[i], opts, groups, lattices, source, store)
+            found, message = _generate_sourced(pred, units[i], opts, groups, lattices, chosen, store)
         except (ValueError, GenerationError) as exc:
             skipped = exc.skipped if isinstance(exc, GenerationError) else []
             results[i] = GenerationResult(

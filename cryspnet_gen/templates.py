@@ -177,7 +177,7 @@ def _analyse_record(rec: TemplateRecord) -> dict[str, Any] | str:
     if not volume > 1e-3:
         return "degenerate cell"
     try:
-        ds = spglib.get_symmetry_dataset((lattice, frac, numbers), symprec=SYMPREC)
+        ds = spglib.get_symmetry_dataset((lattice, frac, numbers), symprec=SYMPREC)  # type: ignore[arg-type]
     except Exception as exc:  # spglib raises SpglibError on odd cells
         return f"spglib: {exc}"
     if ds is None:
@@ -526,7 +526,7 @@ def build_store(
     }
     tmp.replace(out / STORE_TABLE)
     (out / STORE_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    load_store.cache_clear()
+    _load_store_cached.cache_clear()
     return BuildReport(out, n_read, len(frame), rejected, time.perf_counter() - start)
 
 
@@ -624,9 +624,10 @@ class TemplateStore:
         from pymatgen.core import Lattice, Structure
 
         row = self.frame.iloc[int(i)]
+        species: list[Any] = [int(z) for z in row["numbers"]]
         return Structure(
             Lattice(np.asarray(row["lattice"], dtype=float).reshape(3, 3)),
-            [int(z) for z in row["numbers"]],
+            species,
             np.asarray(row["frac"], dtype=float).reshape(-1, 3),
         )
 
@@ -670,9 +671,6 @@ def load_store(path: str | os.PathLike[str]) -> TemplateStore:
             "'cryspnet-gen templates build --from ../shared/data --out STORE'"
         )
     return _load_store_cached(str(root), table.stat().st_mtime)
-
-
-load_store.cache_clear = _load_store_cached.cache_clear  # type: ignore[attr-defined]
 
 
 def resolve_store(templates: TemplateStore | str | os.PathLike[str] | None) -> TemplateStore | None:
@@ -882,7 +880,7 @@ def build_option(
 
     row = store.frame.iloc[option.row]
     mapping = dict(zip((int(z) for z in row["elements"]), option.mapping, strict=True))
-    numbers = [mapping[int(z)] for z in row["numbers"]]
+    numbers: list[Any] = [mapping[int(z)] for z in row["numbers"]]
     lattice = np.asarray(row["lattice"], dtype=float).reshape(3, 3)
     frac = np.asarray(row["frac"], dtype=float).reshape(-1, 3)
     if volume_per_atom is not None and volume_per_atom > 0:
