@@ -453,3 +453,12 @@ def test_end_to_end_submit_run_results_with_chgnet(tmp_path):
         assert all(fw["state"] == "COMPLETED" for fw in relax)
         assert {fw["spec"]["cryspnet"]["model_version"] for fw in relax} == {"0.0.test"}
     print(f"end-to-end run of 6 jobs: {run_s:.1f} s")
+
+
+def test_submit_checks_the_template_options(tmp_path):
+    store = tmp_path / "store"
+    needs = cli("submit", "NaCl", "--source", "templates", "--store", store)
+    assert needs.returncode == 2 and "needs --templates" in needs.stderr, needs.stderr
+    missing = cli("submit", "NaCl", "--templates", tmp_path / "no-such-store", "--store", store)
+    assert missing.returncode == 2 and "no template store at" in missing.stderr, missing.stderr
+    assert not store.exists() or not any(store.iterdir())  # nothing was submitted

@@ -37,11 +37,12 @@ def _user_errors(func: Command) -> Command:
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
         from cryspnet_gen.predict import BundleError
+        from cryspnet_gen.templates import TemplateStoreError
         from cryspnet_gen.workflows.store import StoreError
 
         try:
             return func(args)
-        except (StoreError, WorkflowCLIError, BundleError, FileNotFoundError) as exc:
+        except (StoreError, WorkflowCLIError, BundleError, TemplateStoreError, FileNotFoundError) as exc:
             print(f"cryspnet-gen {args.command}: error: {exc}", file=sys.stderr)
             return 2
 
@@ -102,6 +103,26 @@ def _check_model(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """generate_candidates options for the candidate source (the store path made absolute for the workers)."""
+    from pathlib import Path
+
+    out: dict[str, Any] = {}
+    if args.templates:
+        from cryspnet_gen.templates import load_store
+
+        store = Path(args.templates).expanduser().resolve()
+        load_store(store)  # fail now, not on a worker
+        out["templates"] = str(store)
+    if args.source:
+        if args.source != "cryspnet" and not args.templates:
+            raise WorkflowCLIError(
+                f"--source {args.source} needs --templates STORE (a path the workers can read)"
+            )
+        out["source"] = args.source
+    return out
+
+
 @_user_errors
 def cmd_submit(args: argparse.Namespace) -> int:
     from cryspnet_gen.workflows.makers import CandidateRelaxMaker, relax_maker_for
@@ -119,6 +140,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         space_groups=args.space_group,
         relax_maker=relax_maker_for(args.relax, steps=args.steps, fmax=args.fmax),
         relax_category=args.relax_category,
+        generate_kwargs=_source_kwargs(args),
     )
     with _open(args) as handle:
         outcomes = submit(args.formulas, maker=maker, handle=handle)
@@ -309,6 +331,15 @@ def add_subcommands(subparsers: Any) -> None:
     )
     p.add_argument(
         "--relax-category", default=None, metavar="NAME", help="FireWorks _category of the relaxation jobs"
+    )
+    p.add_argument(
+        "--source",
+        choices=["cryspnet", "templates", "both"],
+        default=None,
+        help="candidate source (default: both with --templates, else cryspnet)",
+    )
+    p.add_argument(
+        "--templates", default=None, metavar="STORE", help="template store folder the workers can read"
     )
     _store_options(p)
     p.set_defaults(func=cmd_submit)
