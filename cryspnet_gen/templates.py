@@ -213,7 +213,11 @@ def _analyse_record(rec: TemplateRecord) -> dict[str, Any] | str:
 
 
 def _analyse_chunk(records: list[TemplateRecord]) -> list[dict[str, Any] | str]:
-    return [_analyse_record(r) for r in records]
+    import warnings
+
+    with warnings.catch_warnings():  # pymatgen: "No Pauling electronegativity for Ar" (noble-gas formulas)
+        warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+        return [_analyse_record(r) for r in records]
 
 
 def records_from_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Iterator[TemplateRecord]:
