@@ -703,9 +703,13 @@ class CspEvaluator:
                 )
             seconds["templates"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+        from cryspnet_gen.templates import cryspnet_needed
+
         if opts.source == "templates":
             found = from_templates or []
             stop_reason = getattr(from_templates, "stop_reason", None)
+        elif opts.source == "both" and not cryspnet_needed(from_templates or [], opts.k):
+            found = []  # generate_candidates(source="both") skips CRYSPNet here too
         elif reference.formula in self.saved:
             found, saved_seconds = self.saved[reference.formula]
         else:

@@ -1382,7 +1382,7 @@ def _generate_sourced(
     store: TemplateStore | None,
 ) -> tuple[CandidateList, str | None]:
     """Candidates of one formula from the chosen source(s) and the warning to give (or None)."""
-    from cryspnet_gen.templates import merge_candidates, template_candidates
+    from cryspnet_gen.templates import cryspnet_needed, merge_candidates, template_candidates
 
     if source == "cryspnet":
         found = _generate_one(pred, fu, opts, groups, lattices)
@@ -1403,6 +1403,9 @@ def _generate_sourced(
         if len(from_templates) < opts.k:
             message = f"{fu.formula}: only {len(from_templates)} of {opts.k} candidates from templates ({from_templates.stop_reason})"
         return from_templates, message
+    if source == "both" and not cryspnet_needed(from_templates, opts.k):
+        # every template candidate outscores any CRYSPNet structure: building those would change nothing
+        return merge_candidates([from_templates], opts.k, formula=fu.formula), None
     fallback = None
     if not from_templates:
         fallback = f"{fu.formula}: {from_templates.stop_reason}; " + (

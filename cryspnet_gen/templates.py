@@ -72,6 +72,7 @@ __all__ = [
     "TemplateStoreError",
     "anonymous_formula",
     "build_store",
+    "cryspnet_needed",
     "load_store",
     "merge_candidates",
     "records_from_data_dir",
@@ -1078,6 +1079,21 @@ def _symbol(z: int) -> str:
     from pymatgen.core import Element
 
     return Element.from_Z(int(z)).symbol
+
+
+def cryspnet_needed(
+    from_templates: Sequence[Candidate], k: int, scoring: TemplateScoring | None = None
+) -> bool:
+    """Whether CRYSPNet candidates could enter the top ``k`` of a merged list with these template candidates.
+
+    A CRYSPNet candidate scores at most ``cryspnet_score(1.0)``; when ``k`` template candidates all score higher,
+    generating CRYSPNet structures cannot change the merged list, and "both" skips it.
+    """
+    scoring = scoring or TemplateScoring()
+    if len(from_templates) < k:
+        return True
+    best_possible = scoring.cryspnet_score(1.0)
+    return min(c.score if c.score is not None else -math.inf for c in from_templates[:k]) <= best_possible
 
 
 def merge_candidates(

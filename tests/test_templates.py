@@ -8,6 +8,7 @@ first rows of the real data folder.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import warnings
@@ -399,3 +400,19 @@ def test_chgnet_reranking_applies_to_template_candidates(store_dir: Path, predic
     energies = [c.energy_per_atom for c in cands]
     assert energies == sorted(energies) and all(e is not None for e in energies)
     assert sorted(c.predicted_rank for c in cands) == [1, 2]
+
+
+def test_both_skips_cryspnet_when_it_cannot_enter_the_list(store_dir: Path, predictor):
+    from cryspnet_gen.templates import cryspnet_needed
+
+    store = load_store(store_dir)
+    tmpl = template_candidates("KBr", 3, templates=store, prediction=_prediction(predictor, "KBr"))
+    best_cryspnet = TemplateScoring().cryspnet_score(1.0)
+    assert cryspnet_needed([], 1) and cryspnet_needed(tmpl, len(tmpl) + 1)
+    high = [c for c in tmpl if c.score > best_cryspnet]
+    assert high, "the synthetic templates should outscore any CRYSPNet structure"
+    assert not cryspnet_needed(high, len(high))
+    lowered = [dataclasses.replace(c, score=best_cryspnet - 1) for c in high]
+    assert cryspnet_needed(lowered, len(lowered))
+    both = generate_candidates("KBr", len(high), templates=store, predictor=predictor, timeout=20)
+    assert [c.source for c in both] == ["template"] * len(high)
