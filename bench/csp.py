@@ -7,6 +7,8 @@ Usage (from the repository root)::
     python bench/csp.py --set mp20 --relax          # 100 formulas, top 5 relaxed with CHGNet (200 steps) vs unrelaxed
     python bench/csp.py --set mp20 --quick          # 50 formulas, for development
     python bench/csp.py --set mp20 --summary-only   # re-read the results and print the tables
+    python bench/csp.py --set mp20 --source templates --templates STORE   # template candidates (k=1, 5, 20)
+    python bench/csp.py --set mp20 --source both --templates STORE        # merged; reuses the saved CRYSPNet ones
 
 Each test set is deduplicated by reduced formula (lowest energy above hull) and put in a seeded random order;
 the first ``--n`` formulas are evaluated with the benchmark bundle ``cryspnet-bench`` (no test formula in its
@@ -15,7 +17,11 @@ training or validation data). Results go line by line to ``results.jsonl`` in th
 and a larger ``--n`` extends the same sample. ``summary.json`` and ``summary.md`` are rewritten at the end (and
 on Ctrl-C). ``--max-minutes`` stops starting new formulas after that long, leaving a valid, smaller random
 sample. ``--shard I/M`` evaluates every M-th formula from the I-th (0-based), for running M processes on one
-folder. See ``cryspnet_gen.csp`` for the metric.
+folder. Every candidate is also saved (``candidates*.jsonl``, ``Candidate.as_dict()``), so that ``--source both``
+merges the CRYSPNet candidates of an earlier run with the same settings (``--reuse FOLDER``; by default the
+matching ``runs/csp/<set>-k20-seed<seed>``) instead of generating them again, counting their generation time.
+The template store must not contain test formulas: build it with ``cryspnet-gen templates build --from
+../shared/data --exclude-test-sets --out STORE``. See ``cryspnet_gen.csp`` for the metric.
 """
 
 from __future__ import annotations
