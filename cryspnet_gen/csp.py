@@ -17,6 +17,11 @@ DiffCSP and FlowMM report on MP-20 and MPTS-52:
 Unlike the published methods, which are given the number of atoms in the cell, ``generate_candidates`` works
 from the formula alone and chooses the number of formula units Z itself.
 
+Candidates come from one of three sources (:class:`CspSettings` ``source``): ``"cryspnet"`` (built in the
+predicted groups), ``"templates"`` (substituted known structures from a template store, see
+:mod:`cryspnet_gen.templates`; no fall-back, so a formula without a template counts as a miss) or ``"both"``
+(the two merged as ``generate_candidates(source="both")`` does, optionally from saved CRYSPNet candidates).
+
 Beyond the match rate, each formula records why it was not matched (see :data:`FAILURE_REASONS` and
 :func:`classify`): the model's rank of the true (lattice, group) pair, whether the true group was built, the
 candidates' Z in the primitive cell, and for candidates in the true group with the true Z whether their
