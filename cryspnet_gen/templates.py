@@ -705,15 +705,16 @@ def substitution_matrix() -> np.ndarray:
     import warnings
 
     from pymatgen.analysis.structure_prediction.substitution_probability import SubstitutionProbability
-    from pymatgen.core import Element
 
     with warnings.catch_warnings():  # pymatgen warns about elements without electronegativity (noble gases)
         warnings.simplefilter("ignore")
-        sp = SubstitutionProbability()
-        return _substitution_matrix(sp, Element)
+        return _substitution_matrix(SubstitutionProbability())
 
 
-def _substitution_matrix(sp: Any, Element: Any) -> np.ndarray:
+def _substitution_matrix(sp: Any) -> np.ndarray:
+    """The table of :func:`substitution_matrix` from a pymatgen ``SubstitutionProbability``."""
+    from pymatgen.core import Element
+
     by_z: dict[int, list[Any]] = {}
     for s in sp.species:
         by_z.setdefault(s.Z, []).append(s)
