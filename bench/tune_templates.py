@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     from tqdm.auto import tqdm
 
     from cryspnet_gen.csp import make_matcher, match_rms
-    from cryspnet_gen.generate import _formula_unit, generate_candidates
+    from cryspnet_gen.formula import formula_unit
+    from cryspnet_gen.generate import generate_candidates
     from cryspnet_gen.predict import load_predictor
     from cryspnet_gen.templates import (
         TemplateScoring,
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for _name, ref in tqdm(refs, desc="templates", unit="formula"):
         pred = preds[ref.formula]
-        target = _fu_amounts(_formula_unit(ref.formula, 400))
+        target = _fu_amounts(formula_unit(ref.formula, 400))
         probs, _, _ = _pair_probabilities(pred)
         ranked[ref.formula] = []
         cache = matched.setdefault(ref.formula, {})

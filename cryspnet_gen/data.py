@@ -48,6 +48,8 @@ import numpy as np
 import pandas as pd
 
 from cryspnet_gen.config import DataDirError, cache_dir, resolve_data_dir
+from cryspnet_gen.formula import reduced_formula, reduced_formula_of_numbers
+from cryspnet_gen.symmetry import CELL_PARAMETERS, SYMPREC
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,6 @@ SplitName = Literal["bench", "full"]
 
 #: Bumped whenever the computed columns change, so old caches are not reused.
 TABLE_VERSION = 1
-SYMPREC = 0.1
 
 MP_LATTICE = "mp2025_topology/lattice.csv.gz"
 MP_STRUCTURES = tuple(f"mp2025_topology/structures_part{i}.csv.gz" for i in range(1, 5))
@@ -69,7 +70,7 @@ BENCHMARK_FILES = {
 }
 #: benchmark source -> test split name in the ``bench`` split
 TEST_SETS = {"mpts52_test": "test_mpts52", "mp20_test": "test_mp20"}
-CELL_COLUMNS = ("a", "b", "c", "alpha", "beta", "gamma")
+CELL_COLUMNS = CELL_PARAMETERS
 STRUCTURE_COLUMNS = (
     "material_id",
     "formula",
@@ -94,7 +95,7 @@ class DataFormatError(ValueError):
 # files
 
 
-def _require(data_dir: Path, rel: str) -> Path:
+def require_file(data_dir: Path, rel: str) -> Path:
     path = data_dir / rel
     if not path.is_file():
         raise DataDirError(
@@ -104,7 +105,7 @@ def _require(data_dir: Path, rel: str) -> Path:
     return path
 
 
-def _read_csv(path: Path, required: Sequence[str], **kwargs: object) -> pd.DataFrame:
+def read_csv_checked(path: Path, required: Sequence[str], **kwargs: object) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, **kwargs)
     except Exception as exc:  # pandas raises many types for a bad file; report them as one
@@ -235,17 +236,6 @@ class _Row:
     cif: str
 
 
-def _reduced_formula(numbers: np.ndarray) -> tuple[str, int]:
-    """Reduced formula (pymatgen's) and atoms per formula unit of a list of atomic numbers."""
-    from pymatgen.core import Composition
-    from pymatgen.core.periodic_table import Element
-
-    uniq, counts = np.unique(numbers, return_counts=True)
-    comp = Composition({Element.from_Z(int(z)): int(n) for z, n in zip(uniq, counts, strict=True)})
-    reduced, _factor = comp.get_reduced_composition_and_factor()
-    return reduced.reduced_formula, round(reduced.num_atoms)
-
-
 def _analyze(rows: list[_Row]) -> list[tuple[str, tuple | None, str | None]]:
     """Worker: CIF -> (id, computed columns or None, error or None) for a chunk of rows."""
     from cryspnet_gen.symmetry import standardize_cell
@@ -254,7 +244,7 @@ def _analyze(rows: list[_Row]) -> list[tuple[str, tuple | None, str | None]]:
     for row in rows:
         try:
             lattice, frac, numbers = read_cif_cell(row.cif)
-            formula, atoms_per_fu = _reduced_formula(numbers)
+            formula, atoms_per_fu = reduced_formula_of_numbers(numbers)
             sym = standardize_cell(lattice, frac, numbers, symprec=SYMPREC)
             volume = abs(float(np.linalg.det(lattice)))
             z = sym.conventional_nsites / atoms_per_fu
@@ -302,11 +292,11 @@ class StructureTable:
 
 
 def _inputs(data_dir: Path) -> dict[str, Path]:
-    files = {"mp_lattice": _require(data_dir, MP_LATTICE)}
+    files = {"mp_lattice": require_file(data_dir, MP_LATTICE)}
     for i, rel in enumerate(MP_STRUCTURES, 1):
-        files[f"mp_structures_{i}"] = _require(data_dir, rel)
+        files[f"mp_structures_{i}"] = require_file(data_dir, rel)
     for name, rel in BENCHMARK_FILES.items():
-        files[name] = _require(data_dir, rel)
+        files[name] = require_file(data_dir, rel)
     return files
 
 
@@ -323,21 +313,21 @@ def _cache_key(files: dict[str, Path], extra: str = "") -> str:
 
 def _source_rows(data_dir: Path, files: dict[str, Path]) -> list[tuple[str, pd.DataFrame]]:
     """(source, frame with material_id, cif, e_above_hull, experimental) for every input source."""
-    lattice = _read_csv(
+    lattice = read_csv_checked(
         files["mp_lattice"], ["material_id", "ehull_formula_spg", "in_cod_formula_spg"]
     ).set_index("material_id")
-    parts = [_read_csv(files[f"mp_structures_{i}"], ["material_id", "cif"]) for i in range(1, 5)]
+    parts = [read_csv_checked(files[f"mp_structures_{i}"], ["material_id", "cif"]) for i in range(1, 5)]
     mp = pd.concat(parts, ignore_index=True)
     mp["e_above_hull"] = mp["material_id"].map(lattice["ehull_formula_spg"])
     mp["experimental"] = mp["material_id"].map(lattice["in_cod_formula_spg"]).astype("boolean")
     out = [("mp2025", mp)]
     for name in BENCHMARK_FILES:
         if name.startswith("mpts52"):
-            frame = _read_csv(files[name], ["material_id", "cif", "energy_above_hull", "theoretical"])
+            frame = read_csv_checked(files[name], ["material_id", "cif", "energy_above_hull", "theoretical"])
             frame["e_above_hull"] = frame["energy_above_hull"]
             frame["experimental"] = (~frame["theoretical"].astype(bool)).astype("boolean")
         else:
-            frame = _read_csv(files[name], ["material_id", "cif", "e_above_hull"])
+            frame = read_csv_checked(files[name], ["material_id", "cif", "e_above_hull"])
             frame["experimental"] = pd.array([pd.NA] * len(frame), dtype="boolean")
         out.append((name, frame))
     return out
@@ -463,21 +453,8 @@ def _run_analysis(
 
 
 def normalize_formula(formula: str) -> str | None:
-    """pymatgen's reduced formula of ``formula``, or None when it does not parse."""
-    import warnings
-
-    from pymatgen.core import Composition, Element
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            comp = Composition(formula)
-        # pymatgen accepts dummy species such as "Xx"; real elements only here
-        if comp.num_atoms <= 0 or not all(isinstance(el, Element) for el in comp.elements):
-            return None
-        return comp.reduced_formula
-    except Exception:  # pymatgen raises several types for bad formulas
-        return None
+    """pymatgen's reduced formula of ``formula``, or None when it does not parse (:func:`formula.reduced_formula`)."""
+    return reduced_formula(formula)
 
 
 def read_cod_labels(data_dir: str | os.PathLike[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -489,8 +466,8 @@ def read_cod_labels(data_dir: str | os.PathLike[str] | None = None) -> tuple[pd.
     """
     root = resolve_data_dir(data_dir)
     # keep_default_na=False: the formula "NaN" (sodium nitride) is not a missing value
-    cod = _read_csv(
-        _require(root, COD_LABELS),
+    cod = read_csv_checked(
+        require_file(root, COD_LABELS),
         ["formula", "cod_id", "spg_number"],
         dtype={"cod_id": str, "formula": str},
         keep_default_na=False,
@@ -610,11 +587,11 @@ def read_test_formulas(data_dir: str | os.PathLike[str] | None = None) -> dict[s
     root = resolve_data_dir(data_dir)
     out: dict[str, set[str]] = {}
     for source, split in TEST_SETS.items():
-        frame = _read_csv(_require(root, BENCHMARK_FILES[source]), ["material_id", "cif"])
+        frame = read_csv_checked(require_file(root, BENCHMARK_FILES[source]), ["material_id", "cif"])
         formulas = set()
         for cif in frame["cif"]:
             try:
-                formulas.add(_reduced_formula(read_cif_cell(cif)[2])[0])
+                formulas.add(reduced_formula_of_numbers(read_cif_cell(cif)[2])[0])
             except ValueError as exc:
                 logger.warning("test file %s: unreadable CIF (%s)", source, exc)
         out[split] = formulas

@@ -29,12 +29,24 @@ import importlib
 import itertools
 import logging
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from cryspnet_gen.formula import (
+    ADDUCT_SEPARATORS,
+    MAX_TOTAL_ATOMS,
+    MAX_Z,
+    MIN_AMOUNT,
+    Parsed,
+    describe_formula,
+    formula_error,
+    parse_amounts,
+    parse_composition,
+    parse_string,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -61,17 +73,6 @@ logger = logging.getLogger(__name__)
 
 #: Label of the one feature that is not matminer's: the number of distinct elements.
 N_ELEMENTS_LABEL = "NElements"
-#: Heaviest supported element: Lr. Magpie's Mendeleev-number table stops there; beyond it every property
-#: would be an imputed average.
-MAX_Z = 103
-#: Smallest accepted amount of one element (pymatgen silently drops amounts below 1e-8).
-MIN_AMOUNT = 1e-6
-#: Largest accepted number of atoms in the formula unit as written.
-MAX_TOTAL_ATOMS = 1000.0
-_NOBLE_GASES = frozenset({"He", "Ne", "Ar", "Kr", "Xe", "Rn"})
-# Separators of hydrate / adduct notation, "CuSO4·5H2O"; pymatgen itself rejects them, and reads "." as a
-# decimal point ("CuSO4.5H2O" is CuSO4.5 H2 O to pymatgen and to us).
-_ADDUCT_SEPARATORS = "·•∙⋅*"
 
 _MM = "matminer.featurizers.composition"
 #: Every matminer class and argument of the feature set, JSON-serialisable (store it in model manifests).
@@ -140,7 +141,7 @@ FEATURIZER_SETTINGS: dict[str, Any] = {
         "max_total_atoms": MAX_TOTAL_ATOMS,
         "noble_gas_only": "rejected",
         "isotopes_D_T": "rejected",
-        "adduct_separators": list(_ADDUCT_SEPARATORS),
+        "adduct_separators": list(ADDUCT_SEPARATORS),
         "oxidation_states_on_species": "ignored",
     },
 }
@@ -213,259 +214,7 @@ def feature_labels() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# parsing and validation
-
-# The three patterns are pymatgen's (pymatgen.core.composition), so amounts come out exactly as pymatgen's.
-_INVALID_RE = re.compile(r"[\s\d.*/]*$")
-_GROUP_RE = re.compile(r"([A-Z][a-z]*)\s*([-*\.e\d]*)")
-_PAREN_RE = re.compile(r"\(([^\(\)]+)\)\s*([\.e\d]*)")
-# The common case: "El<number>" tokens and parentheses with a plain number after them, no spaces.
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_SIMPLE_RE = re.compile(rf"(?:[A-Z][a-z]?{_NUMBER}?|\(|\){_NUMBER}?)+")
-_SIMPLE_TOKEN_RE = re.compile(rf"([A-Z][a-z]?)({_NUMBER})?|(\()|\)({_NUMBER})?")
-_ADDUCT_RE = re.compile("[" + re.escape(_ADDUCT_SEPARATORS) + "]")
-_DOTTED_HYDRATE_RE = re.compile(r"\d\.\d*H2O\s*$")  # "CuSO4.5H2O": most likely meant as a hydrate
-_ADDUCT_COUNT_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)?\s*(.*?)\s*$", re.DOTALL)
-
-_Parsed = tuple[tuple[int, ...], tuple[float, ...]]
-
-
-class _FormulaError(ValueError):
-    """A reason, without the formula (added by the caller)."""
-
-
-@functools.lru_cache(maxsize=1)
-def _symbol_to_z() -> dict[str, int]:
-    from pymatgen.core import Element
-
-    return {Element.from_Z(z).symbol: z for z in range(1, 119)}
-
-
-@functools.lru_cache(maxsize=1)
-def _supported_z() -> dict[str, int]:
-    return {symbol: z for symbol, z in _symbol_to_z().items() if z <= MAX_Z}
-
-
-def _amount(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _FormulaError(f"cannot read amount {text!r} {what}") from None
-    if not math.isfinite(value):
-        raise _FormulaError(f"amount {text!r} {what} is not finite")
-    if value <= 0:
-        raise _FormulaError(f"amount {text!r} {what} is not positive")
-    return value
-
-
-def _expand_adducts(formula: str) -> str:
-    """Rewrite "A·nB" as "A(B)n", which pymatgen's grammar reads."""
-    first, *rest = _ADDUCT_RE.split(formula)
-    if not first.strip():
-        raise _FormulaError("nothing before an adduct separator")
-    parts = [first]
-    for part in rest:
-        match = _ADDUCT_COUNT_RE.match(part)
-        assert match is not None  # the pattern matches any string
-        count, body = match.groups()
-        if not body:
-            raise _FormulaError("nothing after an adduct separator")
-        if count is not None:
-            _amount(count, f"before {body!r}")
-        parts.append(f"({body}){count or ''}")
-    return "".join(parts)
-
-
-def _parse_simple(formula: str) -> dict[str, float]:
-    """Fast path of :func:`_parse_symbols` for the common grammar, with the same float arithmetic.
-
-    pymatgen expands the innermost parentheses first, summing ``amount * factor`` per element within the group
-    and splicing the result in place; a stack of token lists does the same without rewriting the string.
-    """
-    tokens = _SIMPLE_TOKEN_RE.findall(formula)
-    amounts: dict[str, float] = {}
-    if "(" not in formula and ")" not in formula:
-        for symbol, text, _, _ in tokens:
-            value = float(text) if text else 1.0
-            if value == 0:
-                raise _FormulaError(f"amount {text!r} of {symbol} is not positive")
-            amounts[symbol] = amounts.get(symbol, 0.0) + value
-        return amounts
-    stack: list[list[tuple[str, float]]] = [[]]
-    for symbol, text, opening, factor_text in tokens:
-        if symbol:
-            value = float(text) if text else 1.0
-            if value == 0:
-                raise _FormulaError(f"amount {text!r} of {symbol} is not positive")
-            stack[-1].append((symbol, value))
-        elif opening:
-            stack.append([])
-        else:
-            factor = float(factor_text) if factor_text else 1.0
-            if factor == 0:
-                raise _FormulaError(f"amount {factor_text!r} after a parenthesis is not positive")
-            if len(stack) < 2:
-                raise _FormulaError("unbalanced parentheses")
-            group: dict[str, float] = {}
-            for el, value in stack.pop():
-                group[el] = group.get(el, 0.0) + value * factor
-            if not group:
-                raise _FormulaError("empty parentheses")
-            stack[-1].extend(group.items())
-    if len(stack) != 1:
-        raise _FormulaError("unbalanced parentheses")
-    for symbol, value in stack[0]:
-        amounts[symbol] = amounts.get(symbol, 0.0) + value
-    return amounts
-
-
-def _parse_symbols(formula: str) -> dict[str, float]:
-    """pymatgen's formula grammar (``Composition._parse_formula``), rejecting bad amounts as it goes."""
-    if _SIMPLE_RE.fullmatch(formula) is not None:
-        return _parse_simple(formula)
-    if _ADDUCT_RE.search(formula):
-        formula = _expand_adducts(formula)
-    if _INVALID_RE.match(formula):
-        raise _FormulaError("no element symbols")
-    formula = formula.replace("@", "").translate(str.maketrans("[]{}", "()()"))
-
-    def get_sym_dict(form: str, factor: float) -> dict[str, float]:
-        sym_dict: dict[str, float] = {}
-        for match in _GROUP_RE.finditer(form):
-            symbol, text = match[1], match[2].strip()
-            value = _amount(text, f"of {symbol}") if text else 1.0
-            sym_dict[symbol] = sym_dict.get(symbol, 0.0) + value * factor
-            form = form.replace(match.group(), "", 1)
-        if form.strip():
-            raise _FormulaError(f"cannot parse {form.strip()!r}")
-        return sym_dict
-
-    match = _PAREN_RE.search(formula)
-    while match:
-        factor = _amount(match[2], f"after ({match[1]})") if match[2] != "" else 1.0
-        unit_sym_dict = get_sym_dict(match[1], factor)
-        expanded = "".join(f"{el}{amt}" for el, amt in unit_sym_dict.items())
-        formula = formula.replace(match.group(), expanded, 1)
-        match = _PAREN_RE.search(formula)
-    return get_sym_dict(formula, 1.0)
-
-
-def _validate(amounts: Mapping[str, float]) -> _Parsed:
-    """Check symbols and amounts; return (Z, amount) tuples in the formula's order."""
-    supported = _supported_z()
-    zs = tuple(supported.get(symbol, 0) for symbol in amounts)
-    values = tuple(amounts.values())
-    # a NaN anywhere makes the sum NaN and fails the comparison
-    if (
-        values
-        and 0 not in zs
-        and min(values) >= MIN_AMOUNT
-        and sum(values) <= MAX_TOTAL_ATOMS
-        and not _NOBLE_GASES.issuperset(amounts)
-    ):
-        return zs, values
-    raise _FormulaError(_rejection_reason(amounts))
-
-
-def _rejection_reason(amounts: Mapping[str, float]) -> str:
-    if not amounts:
-        return "no elements"
-    table = _symbol_to_z()
-    for symbol, amount in amounts.items():
-        z = table.get(symbol)
-        if z is None:
-            if symbol in ("D", "T"):
-                return f"isotope symbol {symbol!r} is not supported (write H)"
-            return f"unknown element symbol {symbol!r}"
-        if z > MAX_Z:
-            return (
-                f"element {symbol} (Z={z}) is not supported: the Magpie element tables stop at Lr (Z={MAX_Z})"
-            )
-        if not math.isfinite(amount) or amount <= 0:
-            return f"amount {amount!r} of {symbol} is not a positive finite number"
-        if amount < MIN_AMOUNT:
-            return f"amount {amount!r} of {symbol} is below the minimum {MIN_AMOUNT:g}"
-    total = math.fsum(amounts.values())
-    if total > MAX_TOTAL_ATOMS:
-        return f"{total:g} atoms per formula unit exceeds the maximum {MAX_TOTAL_ATOMS:g}"
-    if _NOBLE_GASES.issuperset(amounts):
-        return (
-            "only noble gases: their electronegativities and oxidation states, which the ionic and "
-            "band-centre features need, are undefined"
-        )
-    return "rejected"  # pragma: no cover - _validate and this function check the same rules
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _parse_string(formula: str) -> _Parsed | str:
-    """Parsed formula, or the reason it is rejected (cached: exceptions would not be)."""
-    if not formula.strip():
-        return "empty formula"
-    if _DOTTED_HYDRATE_RE.search(formula):
-        logger.warning(
-            "%r: '.' is a decimal point, as in pymatgen, not a hydrate dot; write 'A·nH2O' for a hydrate",
-            formula,
-        )
-    try:
-        return _validate(_parse_symbols(formula))
-    except _FormulaError as exc:
-        return str(exc)
-
-
-def _describe(formula: object) -> str:
-    if isinstance(formula, str):
-        return formula
-    try:
-        return str(formula.formula)  # type: ignore[attr-defined]
-    except Exception:  # only words an error message: never let it raise
-        return repr(formula)
-
-
-def _parse_any(formula: object) -> _Parsed | str:
-    from pymatgen.core import Composition, Element
-
-    if isinstance(formula, str):
-        return _parse_string(formula)
-    if isinstance(formula, Composition):
-        if not formula.valid:
-            return "contains dummy species: " + ", ".join(str(s) for s in formula if not hasattr(s, "Z"))
-        amounts: dict[str, float] = {}
-        for species, amount in formula.items():
-            element = species if isinstance(species, Element) else species.element
-            amounts[element.symbol] = amounts.get(element.symbol, 0.0) + float(amount)
-        try:
-            return _validate(amounts)
-        except _FormulaError as exc:
-            return str(exc)
-    return f"expected a formula string or a pymatgen Composition, got {type(formula).__name__}"
-
-
-def _error_message(formula: object, reason: str) -> str:
-    return f"invalid formula {_describe(formula)!r}: {reason}"
-
-
-def parse_composition(formula: str | Composition) -> Composition:
-    """Validate a formula and return it as an element-only pymatgen ``Composition``.
-
-    Accepts pymatgen's formula grammar (``"Ca3(PO4)2"``, fractional ``"La1.8Sr0.2CuO4"``, brackets) plus
-    hydrate/adduct notation with "·" (or "•", "∙", "⋅", "*"): ``"CuSO4·5H2O"`` is ``CuSO4(H2O)5``. A "." is
-    always a decimal point, as in pymatgen. Oxidation states of a ``Composition`` with species are dropped.
-
-    Raises
-    ------
-    ValueError
-        Naming the formula and the reason when it is not a string or Composition, is empty or unparsable, has a
-        zero, negative, non-finite or below-:data:`MIN_AMOUNT` amount, an unknown element, an isotope symbol (D,
-        T), an element heavier than Lr (Z > :data:`MAX_Z`), more than :data:`MAX_TOTAL_ATOMS` atoms, or only
-        noble gases.
-    """
-    from pymatgen.core import Composition, Element
-
-    parsed = _parse_any(formula)
-    if isinstance(parsed, str):
-        raise ValueError(_error_message(formula, parsed))
-    zs, amounts = parsed
-    return Composition({Element.from_Z(z): a for z, a in zip(zs, amounts, strict=True)})
+# parsing: cryspnet_gen.formula (the one parser; parse_composition is re-exported here for old imports)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -752,7 +501,7 @@ def _featurize_group(zs: np.ndarray, w: np.ndarray, possible: np.ndarray, n_feat
     return out
 
 
-def _featurize_parsed(rows: list[_Parsed], n_features: int) -> np.ndarray:
+def _featurize_parsed(rows: list[Parsed], n_features: int) -> np.ndarray:
     """float64 (len(rows), n_features) for validated rows, grouped by number of elements."""
     out = np.empty((len(rows), n_features), dtype=np.float64)
     groups: dict[int, list[int]] = {}
@@ -833,16 +582,16 @@ def featurize(formulas: str | Composition | Iterable[str | Composition]) -> Feat
     n_features = len(labels)
     errors: list[str | None] = [None] * len(items)
     row_of_input = np.full(len(items), -1, dtype=np.intp)
-    unique_rows: list[_Parsed] = []
-    row_of_parsed: dict[_Parsed, int] = {}
+    unique_rows: list[Parsed] = []
+    row_of_parsed: dict[Parsed, int] = {}
     row_of_string: dict[str, int] = {}
     for i, item in enumerate(items):
         if isinstance(item, str) and item in row_of_string:
             row_of_input[i] = row_of_string[item]
             continue
-        parsed = _parse_string(item) if type(item) is str else _parse_any(item)
+        parsed = parse_string(item) if type(item) is str else parse_amounts(item)
         if isinstance(parsed, str):
-            errors[i] = _error_message(item, parsed)
+            errors[i] = formula_error(item, parsed)
             continue
         row = row_of_parsed.setdefault(parsed, len(unique_rows))
         if row == len(unique_rows):
@@ -858,12 +607,14 @@ def featurize(formulas: str | Composition | Iterable[str | Composition]) -> Feat
         matrix[good] = values[row_of_input[good]]
     n_bad = sum(e is not None for e in errors)
     logger.debug("featurized %d inputs (%d distinct, %d rejected)", len(items), len(unique_rows), n_bad)
-    return Features(matrix=matrix, errors=errors, labels=labels, formulas=[_describe(x) for x in items])
+    return Features(
+        matrix=matrix, errors=errors, labels=labels, formulas=[describe_formula(x) for x in items]
+    )
 
 
 def clear_caches() -> None:
     """Forget the per-formula caches (parsed formulas, charge-balance answers); the element tables stay."""
-    _parse_string.cache_clear()
+    parse_string.cache_clear()
     _compound_possible.cache_clear()
 
 
@@ -875,7 +626,7 @@ def featurize_one(formula: str | Composition) -> np.ndarray:
     ValueError
         When the formula is rejected (see :func:`parse_composition`).
     """
-    parsed = _parse_any(formula)
+    parsed = parse_amounts(formula)
     if isinstance(parsed, str):
-        raise ValueError(_error_message(formula, parsed))
+        raise ValueError(formula_error(formula, parsed))
     return _featurize_parsed([parsed], len(_labels()))[0].astype(np.float32)

@@ -1,19 +1,10 @@
-"""Trained bundles and predictions: formulas -> Bravais lattice, space group, lattice parameters, volume.
+"""Predictions: formulas -> Bravais lattice, space group, lattice parameters, volume (:class:`Predictor`).
 
-A *bundle* is a folder::
-
-    <name>/
-      manifest.json              name, version, format version, network arguments, class lists, parameter
-                                 names and ranges, feature labels + featurizer settings, package versions,
-                                 sha256 of each weight file, training split, validation (and test) metrics
-      bravais_master.safetensors Bravais-lattice ensembles (also bravais_metal / bravais_oxide when trained)
-      space_group.safetensors    per-lattice space-group ensembles, tensors named "<lattice>.members.<i>...."
-      lattice.safetensors        per-lattice lattice-parameter ensembles
-      volume.safetensors         volume-per-atom ensemble
-      README.md                  generated from the manifest
-
-Weights load with :func:`safetensors.torch.load_file` (no unpickling); every file is checked against the
-manifest's sha256 and the feature labels against :func:`cryspnet_gen.featurize.feature_labels`.
+A :class:`Predictor` holds a trained bundle (see :mod:`cryspnet_gen.bundle` for the folder format and its
+integrity checks) and ranks every (lattice, space group) pair of a formula; its results are the records of
+:mod:`cryspnet_gen.records` (:class:`Prediction`). :func:`load_predictor` loads a shipped bundle by name or any
+bundle folder, cached per folder. The feature labels are checked against
+:func:`cryspnet_gen.featurize.feature_labels` on load.
 
 torch is imported inside the functions that need it, so :class:`Prediction` can be used (e.g. deserialised by
 jobflow) without loading torch.
@@ -21,45 +12,61 @@ jobflow) without loading torch.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import datetime
 import functools
-import hashlib
-import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from importlib import metadata, resources
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
-from monty.json import MSONable
+
+from cryspnet_gen.bundle import (
+    DEFAULT_BUNDLE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    RETRAIN_HINT,
+    BundleError,
+    WeightsDtype,
+    available_bundles,
+    bundles_root,
+    read_bundle,
+    read_manifest,
+    save_bundle,
+    write_test_metrics,
+)
+from cryspnet_gen.formula import BravaisModel, is_metal, is_oxide, subset_mask
+from cryspnet_gen.records import LatticePrediction, Prediction, RankedGroup, predictions_to_dataframe
+from cryspnet_gen.runtime import torch_threads
 
 if TYPE_CHECKING:
     import os
 
-    import pandas as pd
     import torch
 
     from cryspnet_gen.nn import Ensemble
 
 __all__ = [
     "DEFAULT_BUNDLE",
+    "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MANIFEST",
+    "BravaisModel",
     "BundleError",
     "LatticePrediction",
     "Prediction",
     "Predictor",
     "RankedGroup",
+    "WeightsDtype",
     "available_bundles",
     "is_metal",
     "is_oxide",
     "load_predictor",
+    "predict_all_pairs",
     "predictions_to_dataframe",
     "read_bundle",
+    "read_manifest",
     "save_bundle",
     "subset_mask",
     "write_test_metrics",
@@ -67,609 +74,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE = "cryspnet-mp-v1"
-FORMAT_NAME = "cryspnet-gen-bundle"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-
-BravaisModel = Literal["master", "metal", "oxide"]
-WeightsDtype = Literal["float32", "float16"]
-
 # Rows pushed through a network at once: bounds the activations' memory on large batches.
 _CHUNK = 16384
-_RETRAIN_HINT = "reinstall cryspnet-gen (for a shipped bundle) or retrain it with `cryspnet-gen train`"
-
-
-class BundleError(ValueError):
-    """A model bundle is missing, corrupt, truncated, or does not match this code or featurizer."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# chemistry helpers (the paper's Metal and Oxide subsets)
-# ---------------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=65536)
-def _element_symbols(formula: str) -> frozenset[str]:
-    from cryspnet_gen.featurize import parse_composition
-
-    # The featurizer's parser, so that "a formula" means the same everywhere (it raises ValueError).
-    return frozenset(el.symbol for el in parse_composition(formula).elements)
-
-
-def is_oxide(formula: str) -> bool:
-    """Whether ``formula`` contains oxygen (the paper's Oxide subset).
-
-    Raises
-    ------
-    ValueError
-        If the formula cannot be parsed.
-    """
-    return "O" in _element_symbols(formula)
-
-
-@functools.lru_cache(maxsize=256)
-def _is_metal_element(symbol: str) -> bool:
-    from pymatgen.core import Element
-
-    el = Element(symbol)
-    return bool(
-        el.is_alkali
-        or el.is_alkaline
-        or el.is_transition_metal
-        or el.is_post_transition_metal
-        or el.is_lanthanoid
-        or el.is_actinoid
-    )
-
-
-def is_metal(formula: str) -> bool:
-    """Whether every element of ``formula`` is a metal (the paper's Metal subset).
-
-    Metals are the alkali, alkaline-earth, transition, post-transition, lanthanoid and actinoid elements as
-    pymatgen's :class:`~pymatgen.core.Element` classifies them (metalloids such as Si, Ge, Sb are not).
-
-    Raises
-    ------
-    ValueError
-        If the formula cannot be parsed.
-    """
-    return all(_is_metal_element(s) for s in _element_symbols(formula))
-
-
-def subset_mask(formulas: Iterable[str], subset: BravaisModel) -> np.ndarray:
-    """Boolean mask of the formulas in a Bravais model's domain (unparseable formulas are False)."""
-    if subset not in get_args(BravaisModel):
-        raise ValueError(f"Unknown {subset=}; choose from {get_args(BravaisModel)}")
-    test = {"master": lambda f: True, "metal": is_metal, "oxide": is_oxide}[subset]
-    out = []
-    for f in formulas:
-        try:
-            out.append(bool(test(f)))
-        except ValueError:
-            out.append(False)
-    return np.asarray(out, dtype=bool)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# results
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LatticePrediction(MSONable):
-    """What a bundle says about one Bravais lattice for one formula.
-
-    Attributes
-    ----------
-    bravais
-        Pearson symbol of the lattice, e.g. ``"cF"``.
-    probability, probability_std
-        Ensemble mean and std of P(lattice).
-    space_groups
-        The most likely space groups of this lattice, most likely first.
-    space_group_probabilities, space_group_std
-        P(group | lattice), ensemble mean and std, aligned with ``space_groups``.
-    parameters, parameters_std
-        Lattice parameters named as in ``symmetry.PARAMETER_NAMES[bravais]`` (Å, degrees), ensemble mean
-        and std; ``None`` values when the bundle has no regressor for this lattice.
-    cell, cell_std
-        Full conventional cell ``[a, b, c, alpha, beta, gamma]`` (hR in hexagonal axes) from
-        ``symmetry.from_parameters``, and its std across ensemble members; ``None`` when unknown.
-    """
-
-    bravais: str
-    probability: float
-    probability_std: float = 0.0
-    space_groups: list[int] = field(default_factory=list)
-    space_group_probabilities: list[float] = field(default_factory=list)
-    space_group_std: list[float] = field(default_factory=list)
-    parameters: dict[str, float | None] = field(default_factory=dict)
-    parameters_std: dict[str, float | None] = field(default_factory=dict)
-    cell: list[float] | None = None
-    cell_std: list[float] | None = None
-
-
-@dataclass
-class RankedGroup(MSONable):
-    """One (Bravais lattice, space group) hypothesis with its joint probability and cell."""
-
-    bravais: str
-    space_group: int
-    probability: float
-    bravais_probability: float
-    space_group_probability: float
-    cell: list[float] | None = None
-    cell_std: list[float] | None = None
-
-
-@dataclass
-class Prediction(MSONable):
-    """Predictions of one bundle for one formula (ensemble mean and std throughout).
-
-    Attributes
-    ----------
-    formula
-        The input formula as given.
-    model
-        The Bravais model used: ``"master"``, ``"metal"`` or ``"oxide"``.
-    bundle, bundle_version
-        Name and version of the bundle.
-    bravais_probabilities, bravais_std
-        P(lattice) for all 14 lattices, keyed in ``symmetry.BRAVAIS_LATTICES`` order.
-    lattices
-        Details for the ``top_bravais`` most likely lattices, most likely first.
-    volume_per_atom, volume_per_atom_std
-        Predicted volume per atom (Å^3).
-    error
-        Why the formula could not be predicted; ``None`` for a good input.
-    """
-
-    formula: str
-    model: str = "master"
-    bundle: str = ""
-    bundle_version: str = ""
-    bravais_probabilities: dict[str, float] = field(default_factory=dict)
-    bravais_std: dict[str, float] = field(default_factory=dict)
-    lattices: list[LatticePrediction] = field(default_factory=list)
-    volume_per_atom: float | None = None
-    volume_per_atom_std: float | None = None
-    error: str | None = None
-
-    def bravais_ranking(self) -> list[tuple[str, float]]:
-        """All Bravais lattices with P(lattice), most likely first (empty for an error row)."""
-        return sorted(self.bravais_probabilities.items(), key=lambda kv: -kv[1])
-
-    def ranked_groups(self) -> list[RankedGroup]:
-        """The predicted (lattice, space group) pairs with joint probability and cell, most likely first."""
-        out = [
-            RankedGroup(
-                bravais=lat.bravais,
-                space_group=int(sg),
-                probability=lat.probability * p,
-                bravais_probability=lat.probability,
-                space_group_probability=p,
-                cell=None if lat.cell is None else list(lat.cell),
-                cell_std=None if lat.cell_std is None else list(lat.cell_std),
-            )
-            for lat in self.lattices
-            for sg, p in zip(lat.space_groups, lat.space_group_probabilities, strict=True)
-        ]
-        return sorted(out, key=lambda g: -g.probability)
-
-    def space_group_ranking(self) -> list[tuple[int, float]]:
-        """Joint P(lattice) x P(group | lattice) over the predicted pairs, most likely first.
-
-        With ``predict(..., top_bravais=14, top_space_groups=230)`` every pair is present and the
-        probabilities sum to about 1.
-        """
-        return [(g.space_group, g.probability) for g in self.ranked_groups()]
-
-    def lattice(self, bravais: str) -> LatticePrediction:
-        """The details predicted for ``bravais``.
-
-        Raises
-        ------
-        KeyError
-            If ``bravais`` was not among the lattices predicted (raise ``top_bravais``).
-        """
-        for lat in self.lattices:
-            if lat.bravais == bravais:
-                return lat
-        have = [lat.bravais for lat in self.lattices]
-        raise KeyError(f"{bravais!r} not predicted for {self.formula!r} (have {have}); raise top_bravais")
-
-    def lattice_parameters(self, bravais: str, *, std: bool = False) -> dict[str, float | None]:
-        """Lattice parameters (or their std) predicted for ``bravais``, named per ``PARAMETER_NAMES``."""
-        lat = self.lattice(bravais)
-        return dict(lat.parameters_std if std else lat.parameters)
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """One row per predicted (lattice, space group) pair; see :func:`predictions_to_dataframe`."""
-        return predictions_to_dataframe([self])
-
-
-_CELL = ("a", "b", "c", "alpha", "beta", "gamma")
-
-
-def predictions_to_dataframe(preds: Sequence[Prediction]) -> pd.DataFrame:
-    """Flatten predictions: one row per (formula, lattice, space group), most likely first per formula.
-
-    Columns: ``index`` (position of the formula in ``preds``), ``formula``, ``model``, ``bravais``,
-    ``bravais_probability``, ``space_group``, ``space_group_probability`` (given the lattice),
-    ``probability`` (joint), ``rank``, the cell ``a b c alpha beta gamma`` and ``*_std``,
-    ``volume_per_atom`` and its std, ``error``. An error row keeps its place with NaN values.
-    """
-    import pandas as pd
-
-    rows: list[dict[str, Any]] = []
-    for i, p in enumerate(preds):
-        base = {"index": i, "formula": p.formula, "model": p.model}
-        vol = {
-            "volume_per_atom": np.nan if p.volume_per_atom is None else p.volume_per_atom,
-            "volume_per_atom_std": np.nan if p.volume_per_atom_std is None else p.volume_per_atom_std,
-            "error": p.error,
-        }
-        groups = p.ranked_groups()
-        if not groups:
-            rows.append({**base, "bravais": None, "space_group": pd.NA, "rank": pd.NA, **vol})
-            continue
-        for rank, g in enumerate(groups, start=1):
-            cell = g.cell if g.cell is not None else [np.nan] * 6
-            cell_std = g.cell_std if g.cell_std is not None else [np.nan] * 6
-            rows.append(
-                {
-                    **base,
-                    "bravais": g.bravais,
-                    "bravais_probability": g.bravais_probability,
-                    "space_group": g.space_group,
-                    "space_group_probability": g.space_group_probability,
-                    "probability": g.probability,
-                    "rank": rank,
-                    **dict(zip(_CELL, cell, strict=True)),
-                    **{f"{k}_std": v for k, v in zip(_CELL, cell_std, strict=True)},
-                    **vol,
-                }
-            )
-    columns = [
-        "index",
-        "formula",
-        "model",
-        "bravais",
-        "bravais_probability",
-        "space_group",
-        "space_group_probability",
-        "probability",
-        "rank",
-        *_CELL,
-        *(f"{k}_std" for k in _CELL),
-        "volume_per_atom",
-        "volume_per_atom_std",
-        "error",
-    ]
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["space_group"] = frame["space_group"].astype("Int64")
-    frame["rank"] = frame["rank"].astype("Int64")
-    return frame
-
-
-# ---------------------------------------------------------------------------------------------------------
-# bundle files
-# ---------------------------------------------------------------------------------------------------------
-
-
-def package_versions() -> dict[str, str | None]:
-    """Versions of the packages that shape a bundle's weights and features."""
-    out: dict[str, str | None] = {}
-    for dist in ("torch", "numpy", "pymatgen", "matminer", "cryspnet-gen"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _storage_tensors(tensors: dict[str, torch.Tensor], dtype: WeightsDtype) -> dict[str, torch.Tensor]:
-    """Contiguous CPU copies; with float16 only the Linear weight matrices are halved.
-
-    Biases, batch-norm statistics, normalisers and output ranges stay float32: they are a tiny share of the
-    bytes and the normalisers hold values (e.g. melting points) whose float16 rounding would shift inputs.
-    """
-    import torch
-
-    out = {}
-    for key, t in tensors.items():
-        t = t.detach().to("cpu")
-        if dtype == "float16" and t.is_floating_point() and t.ndim == 2:
-            t = t.to(torch.float16)
-        elif t.is_floating_point():
-            t = t.to(torch.float32)
-        out[key] = t.contiguous().clone()
-    return out
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON values: numpy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
-def save_bundle(
-    path: str | os.PathLike[str],
-    manifest: dict[str, Any],
-    tensors: dict[str, dict[str, torch.Tensor]],
-    *,
-    weights_dtype: WeightsDtype = "float16",
-    overwrite: bool = False,
-) -> Path:
-    """Write a bundle folder: one safetensors file per entry of ``tensors``, the manifest and a README.
-
-    Parameters
-    ----------
-    path
-        The bundle folder (created).
-    manifest
-        Everything but ``format``, ``format_version``, ``weights`` and ``packages``, which are filled here.
-    tensors
-        File name -> tensor name -> tensor.
-    weights_dtype
-        ``"float16"`` halves the Linear weight matrices (the bulk of the bytes); other tensors stay float32.
-    overwrite
-        Replace an existing bundle at ``path``.
-
-    Returns
-    -------
-    Path
-        The bundle folder.
-    """
-    from safetensors.torch import save_file
-
-    if weights_dtype not in get_args(WeightsDtype):
-        raise ValueError(f"Unknown {weights_dtype=}; choose from {get_args(WeightsDtype)}")
-    folder = Path(path)
-    if (folder / MANIFEST).exists() and not overwrite:
-        raise FileExistsError(f"{folder / MANIFEST} exists; pass overwrite=True or choose another folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / MANIFEST).unlink(missing_ok=True)  # written last: its presence marks a complete bundle
-
-    out = copy.deepcopy(manifest)
-    out["format"] = FORMAT_NAME
-    out["format_version"] = FORMAT_VERSION
-    out.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    out.setdefault("packages", package_versions())
-    out["weights"] = {}
-    for file_name, tdict in tensors.items():
-        if "/" in file_name or not file_name.endswith(".safetensors"):
-            raise ValueError(f"weight file names must be plain '*.safetensors' names, got {file_name!r}")
-        target = folder / file_name
-        save_file(_storage_tensors(tdict, weights_dtype), str(target), metadata={"format": "pt"})
-        target.chmod(0o644)  # safetensors writes 0600; shipped bundles must be readable by every user
-        out["weights"][file_name] = {
-            "sha256": _sha256(target),
-            "bytes": target.stat().st_size,
-            "dtype": weights_dtype,
-        }
-    out = _jsonable(out)
-    (folder / MANIFEST).write_text(json.dumps(out, indent=1) + "\n")
-    (folder / "README.md").write_text(render_readme(out))
-    logger.info("wrote bundle %s (%d weight files)", folder, len(tensors))
-    return folder
-
-
-def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a bundle's ``manifest.json`` (format name and version).
-
-    Raises
-    ------
-    BundleError
-        If the manifest is missing, unreadable, or of an unknown format or a newer format version.
-    """
-    folder = Path(path)
-    mpath = folder / MANIFEST
-    if not mpath.is_file():
-        raise BundleError(
-            f"{mpath} not found: {folder} is not a cryspnet-gen bundle (a folder with manifest.json and "
-            f"*.safetensors weights); {_RETRAIN_HINT}"
-        )
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{mpath} is not valid JSON ({exc}); {_RETRAIN_HINT}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise BundleError(f"{mpath} is not a {FORMAT_NAME} manifest; {_RETRAIN_HINT}")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise BundleError(
-            f"{mpath} has bundle format version {version!r}, but this cryspnet-gen reads up to "
-            f"{FORMAT_VERSION}: upgrade cryspnet-gen or retrain the bundle with `cryspnet-gen train`"
-        )
-    for key in ("name", "version", "features", "tasks", "weights"):
-        if key not in manifest:
-            raise BundleError(f"{mpath} lacks the {key!r} entry; {_RETRAIN_HINT}")
-    return manifest
-
-
-def read_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
-    """Read a bundle's manifest and weights, verifying every file's sha256 first.
-
-    Returns
-    -------
-    tuple
-        ``(manifest, tensors)`` with ``tensors[file_name][tensor_name]`` in float32.
-
-    Raises
-    ------
-    BundleError
-        Naming the file that is missing, corrupt or truncated.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(path)
-    manifest = read_manifest(folder)
-    tensors: dict[str, dict[str, torch.Tensor]] = {}
-    for file_name, info in manifest["weights"].items():
-        target = folder / file_name
-        if not target.is_file():
-            raise BundleError(f"weight file {target} is missing; {_RETRAIN_HINT}")
-        size = target.stat().st_size
-        if info.get("bytes") is not None and size != info["bytes"]:
-            raise BundleError(
-                f"weight file {target} has {size} bytes but the manifest expects {info['bytes']} "
-                f"(truncated or replaced); {_RETRAIN_HINT}"
-            )
-        if _sha256(target) != info.get("sha256"):
-            raise BundleError(
-                f"weight file {target} is corrupt or was modified (sha256 does not match {MANIFEST}); "
-                f"{_RETRAIN_HINT}"
-            )
-        try:
-            loaded = load_file(str(target))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise BundleError(f"weight file {target} cannot be read ({exc}); {_RETRAIN_HINT}") from exc
-        tensors[file_name] = {k: (v.float() if v.is_floating_point() else v) for k, v in loaded.items()}
-    return manifest, tensors
-
-
-def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | None) -> Path:
-    """Store test metrics in a bundle's manifest and regenerate its README; the weights are untouched.
-
-    Parameters
-    ----------
-    path
-        The bundle folder.
-    metrics
-        JSON-serialisable metrics (e.g. from :mod:`cryspnet_gen.evaluate`), or None to clear them.
-
-    Returns
-    -------
-    Path
-        The manifest file.
-    """
-    folder = Path(path)
-    manifest = read_manifest(folder)
-    manifest.setdefault("metrics", {})["test"] = _jsonable(metrics)
-    target = folder / MANIFEST
-    tmp = target.with_name(MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(target)
-    (folder / "README.md").write_text(render_readme(manifest))
-    return target
-
-
-def render_readme(manifest: dict[str, Any]) -> str:
-    """A human-readable README for a bundle, generated from its manifest."""
-    m = manifest
-    lines = [
-        f"# {m.get('name')} (version {m.get('version')})",
-        "",
-        "Trained cryspnet-gen bundle: chemical formula -> Bravais lattice, space group, lattice parameters and",
-        "volume per atom (a re-implementation of CRYSPNet, Liang et al., Phys. Rev. Materials 4, 123802, 2020).",
-        "Generated from `manifest.json`; do not edit by hand.",
-        "",
-        "## Data",
-        "",
-        f"- training split: `{m.get('split')}`; labels: `{m.get('labels', 'unknown')}`",
-        f"- created: {m.get('created')}; seed: {m.get('training', {}).get('seed')}",
-        f"- features: {len(m.get('features', {}).get('labels', []))} composition features "
-        f"(labels and featurizer settings in the manifest)",
-    ]
-    rows = m.get("training", {}).get("rows", {})
-    if rows:
-        lines.append("- training rows: " + ", ".join(f"{k}: {v}" for k, v in rows.items()))
-    lines += ["", "## Networks", ""]
-    tasks = m.get("tasks", {})
-    for name, entry in tasks.get("bravais", {}).items():
-        lines.append(
-            f"- Bravais `{name}`: {entry.get('n_members')} members, hidden {entry['model_args']['hidden']}, "
-            f"{entry.get('n_train')} training rows"
-        )
-    for task in ("space_group", "lattice"):
-        kinds: dict[str, list[str]] = {}
-        for lat, entry in tasks.get(task, {}).get("lattices", {}).items():
-            kinds.setdefault(entry["kind"], []).append(lat)
-        desc = "; ".join(f"{k}: {' '.join(v)}" for k, v in kinds.items())
-        arch = tasks.get(task, {}).get("arch")
-        lines.append(f"- {task.replace('_', ' ')}{f' ({arch})' if arch else ''}: {desc}")
-    if "volume" in tasks:
-        v = tasks["volume"]
-        lines.append(f"- volume per atom: {v.get('n_members')} members, hidden {v['model_args']['hidden']}")
-    metrics = m.get("metrics", {})
-    lines += ["", "## Validation metrics", ""]
-    val = metrics.get("validation") or {}
-    for name, met in val.get("bravais", {}).items():
-        lines.append(
-            f"- Bravais `{name}`: top-1 {_fmt(met.get('top1'))}, top-2 {_fmt(met.get('top2'))} (n={met.get('n')})"
-        )
-    sg = val.get("space_group", {})
-    if sg:
-        lines.append(f"- space group given the true lattice: top-1 {_fmt(sg.get('top1'))} (n={sg.get('n')})")
-        lines += ["", "| lattice | n | space-group top-1 | lattice-parameter R² |", "|---|---|---|---|"]
-        lat_metrics = val.get("lattice", {}).get("per_lattice", {})
-        for lat, met in sg.get("per_lattice", {}).items():
-            r2 = lat_metrics.get(lat, {}).get("r2", {})
-            r2s = ", ".join(f"{k} {_fmt(v)}" for k, v in r2.items()) or "-"
-            lines.append(f"| {lat} | {met.get('n')} | {_fmt(met.get('top1'))} | {r2s} |")
-        lines.append("")
-    vol = val.get("volume", {})
-    if vol:
-        lines.append(
-            f"- volume per atom: R² {_fmt(vol.get('r2'))}, MAE {_fmt(vol.get('mae'))} Å³ (n={vol.get('n')})"
-        )
-    test = metrics.get("test")
-    lines += [
-        "",
-        "## Test metrics",
-        "",
-        "```",
-        json.dumps(test, indent=1) if test else "not evaluated yet",
-        "```",
-    ]
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from cryspnet_gen.predict import load_predictor",
-        f'predictor = load_predictor(path="path/to/{m.get("name")}")',
-        'predictor.predict(["LiMnO2"], top_bravais=2, top_space_groups=3)',
-        "```",
-        "",
-        "## Retrain",
-        "",
-        f"`cryspnet-gen train --split {m.get('split')} --out DIR` (see `cryspnet-gen train --help`); the",
-        "training configuration used here is stored under `train_config` in the manifest.",
-        "",
-        "## Files",
-        "",
-        "| file | bytes | dtype | sha256 |",
-        "|---|---|---|---|",
-    ]
-    for fname, info in m.get("weights", {}).items():
-        lines.append(f"| {fname} | {info.get('bytes')} | {info.get('dtype')} | `{info.get('sha256')}` |")
-    lines += ["", "Package versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), ""]
-    return "\n".join(lines)
-
-
-def _fmt(x: Any) -> str:
-    return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -687,22 +93,6 @@ def _run_ensemble(ens: Ensemble, X: np.ndarray) -> np.ndarray:
             xb = torch.from_numpy(np.ascontiguousarray(X[start : start + _CHUNK], dtype=np.float32))
             outs.append(ens(xb).numpy())
     return np.concatenate(outs, axis=1) if len(X) else outs[0][:, :0]
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op threads (``None``: leave them)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    prev = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -862,7 +252,7 @@ class Predictor:
             if entry is not None and list(entry["parameter_names"]) != names:
                 raise BundleError(
                     f"{where}: lattice {lat} parameters {entry['parameter_names']} differ from this "
-                    f"cryspnet-gen's {names}; {_RETRAIN_HINT}"
+                    f"cryspnet-gen's {names}; {RETRAIN_HINT}"
                 )
             if entry is None or entry["kind"] == "none":
                 self._lattice[lat] = _RegressionTask(names)
@@ -914,7 +304,7 @@ class Predictor:
         from cryspnet_gen.nn import Ensemble, build_module
 
         if file not in tensors:
-            raise BundleError(f"{where}: weight file {file} is not listed in the manifest; {_RETRAIN_HINT}")
+            raise BundleError(f"{where}: weight file {file} is not listed in the manifest; {RETRAIN_HINT}")
         try:
             members = [
                 build_module(entry["model_class"], entry["model_args"]) for _ in range(entry["n_members"])
@@ -929,7 +319,7 @@ class Predictor:
         except RuntimeError as exc:
             raise BundleError(
                 f"{where}: weights in {file} (prefix {prefix!r}) do not fit the manifest's networks: {exc}; "
-                f"{_RETRAIN_HINT}"
+                f"{RETRAIN_HINT}"
             ) from exc
         return ens.eval()
 
@@ -969,7 +359,7 @@ class Predictor:
         self, X: np.ndarray, *, model: BravaisModel = "master"
     ) -> tuple[np.ndarray, np.ndarray]:
         """P(lattice) ensemble mean and std, ``(n, 14)`` each, columns in ``BRAVAIS_LATTICES`` order."""
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             return self._bravais_model(model).proba(self._features(X))
 
     def space_group_probabilities(
@@ -977,7 +367,7 @@ class Predictor:
     ) -> tuple[list[int], np.ndarray, np.ndarray]:
         """``(groups, mean, std)``: P(group | ``bravais``) over that lattice's modelled groups."""
         task = self._space_group[self._check_bravais(bravais)]
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             mean, std = task.proba(self._features(X))
         return [int(g) for g in task.classes], mean, std
 
@@ -985,7 +375,7 @@ class Predictor:
         """Per-member lattice parameters ``(n_members, n, k)`` for ``bravais`` (NaN when not modelled)."""
         task = self._lattice[self._check_bravais(bravais)]
         X = self._features(X)
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             members = task.members(X)
         if members is None:
             return np.full((1, len(X), len(task.names)), np.nan)
@@ -993,7 +383,7 @@ class Predictor:
 
     def volume_per_atom(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Volume per atom (Å^3) ensemble mean and std, ``(n,)`` each."""
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             members = self._volume.members(self._features(X))
         assert members is not None
         return members[..., 0].mean(axis=0), members[..., 0].std(axis=0)
@@ -1094,7 +484,7 @@ class Predictor:
                     "%d of %d formulas are outside the %r model's domain", out_of_domain, len(gidx), model
                 )
 
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             pb_mean, pb_std = self._bravais_model(model).proba(Xg)
         order = np.argsort(-pb_mean, axis=1, kind="stable")[:, :top_bravais]
         vol_mean, vol_std = self.volume_per_atom(Xg) if len(gidx) else (np.zeros(0), np.zeros(0))
@@ -1180,23 +570,6 @@ class Predictor:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _bundles_root() -> Path | None:
-    try:
-        root = resources.files("cryspnet_gen.bundles")
-    except ModuleNotFoundError:
-        return None
-    path = Path(str(root))
-    return path if path.is_dir() else None
-
-
-def available_bundles() -> list[str]:
-    """Names of the bundles shipped in ``cryspnet_gen.bundles`` (folders holding a manifest.json)."""
-    root = _bundles_root()
-    if root is None:
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
-
-
 @functools.lru_cache(maxsize=8)
 def _load_cached(resolved: str, stamp: tuple[int, int]) -> Predictor:
     # ``stamp`` (the manifest's mtime and size) makes a bundle rewritten in place load afresh.
@@ -1235,7 +608,7 @@ def load_predictor(name: str | None = None, *, path: str | os.PathLike[str] | No
         name = DEFAULT_BUNDLE
     if name not in available:
         raise ValueError(f"Unknown {name=}; available: {available}")
-    root = _bundles_root()
+    root = bundles_root()
     assert root is not None
     return _load_folder(root / name)
 
@@ -1248,3 +621,13 @@ def _load_folder(folder: Path) -> Predictor:
     except OSError:
         stamp = (0, 0)  # read_manifest raises the clear error
     return _load_cached(str(resolved), stamp)
+
+
+def predict_all_pairs(
+    predictor: Predictor | None, formulas: Sequence[str], model: BravaisModel = "master"
+) -> list[Prediction]:
+    """Predictions with every Bravais lattice and every modelled space group, so that a walk over the ranked
+    (lattice, group) pairs can go on as far as it needs. ``predictor=None`` loads the shipped default."""
+    if predictor is None:
+        predictor = load_predictor()
+    return predictor.predict(list(formulas), top_bravais=14, top_space_groups=230, model=model)

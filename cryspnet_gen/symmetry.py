@@ -65,8 +65,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BRAVAIS_LATTICES",
+    "CELL_PARAMETERS",
     "CRYSTAL_SYSTEMS",
     "PARAMETER_NAMES",
+    "SYMPREC",
     "CellSymmetry",
     "analyze_structure",
     "bravais_of",
@@ -130,7 +132,12 @@ _SYSTEM_LETTER: Final = {
 }
 _CENTRING_ALIAS: Final = {"A": "C", "B": "C"}
 
-_CELL_NAMES: Final = ("a", "b", "c", "alpha", "beta", "gamma")
+#: Names of the six conventional-cell parameters, in order (Å and degrees).
+CELL_PARAMETERS: Final = ("a", "b", "c", "alpha", "beta", "gamma")
+_CELL_NAMES: Final = CELL_PARAMETERS
+#: The one symmetry tolerance (Å) of the package: data tables, templates, candidate checks, CIF files,
+#: relaxed structures and the benchmark all find space groups with spglib at this symprec.
+SYMPREC: Final = 0.1
 
 # Tolerances for checking that an input cell has its lattice system's shape (a = b, fixed angles...).
 _LENGTH_RTOL: Final = 1e-2
@@ -808,7 +815,7 @@ def standardize_cell(
     frac_coords: ArrayLike,
     numbers: ArrayLike,
     *,
-    symprec: float = 0.1,
+    symprec: float = SYMPREC,
     angle_tolerance: float = -1.0,
 ) -> CellSymmetry:
     """Symmetry and reduced conventional cell of a crystal given as plain arrays.
@@ -871,7 +878,7 @@ def standardize_cell(
 
 
 def analyze_structure(
-    structure: Structure, *, symprec: float = 0.1, angle_tolerance: float = -1.0
+    structure: Structure, *, symprec: float = SYMPREC, angle_tolerance: float = -1.0
 ) -> CellSymmetry:
     """:func:`standardize_cell` for a pymatgen ``Structure``.
 

@@ -39,7 +39,9 @@ from monty.json import MSONable
 from torch import nn
 
 from cryspnet_gen.nn import Classifier, Ensemble, Regressor, Standardizer, output_range
-from cryspnet_gen.predict import Predictor, WeightsDtype, _storage_tensors, save_bundle, subset_mask
+from cryspnet_gen.bundle import WeightsDtype, save_bundle, storage_tensors
+from cryspnet_gen.formula import subset_mask
+from cryspnet_gen.predict import Predictor
 
 if TYPE_CHECKING:
     import os
@@ -982,7 +984,7 @@ def train_bundle(
         "training": {"seed": config.seed, "rows": counts, "early_stopping": config.stop_on},
     }
     # Score exactly what will be stored (the weights rounded to the storage dtype).
-    stored = {f: _storage_tensors(t, weights_dtype) for f, t in tensors.items()}
+    stored = {f: storage_tensors(t, weights_dtype) for f, t in tensors.items()}
     predictor = Predictor(manifest, stored, check_features=False)
     manifest["metrics"] = {
         "validation": _validation_metrics(predictor, X, rows, bravais_plan, params_all),

@@ -25,6 +25,7 @@ from cryspnet_gen.featurize import (
     featurize_one,
     parse_composition,
 )
+from cryspnet_gen.formula import parse_string
 
 N_FEATURES = 22 * 5 + 6 + 4 + 3 + 1 + 118 + 1
 
@@ -199,7 +200,7 @@ def test_charge_balance_with_many_combinations_matches_matminer(reference):
     states = fz._tables().oxidation_states
     answers = set()
     for formula in formulas:
-        zs, amounts = fz._parse_string(formula)
+        zs, amounts = parse_string(formula)
         assert math.prod(len(states[z]) for z in zs) > 512
         expected = bool(ion.featurize(Composition(formula))[0])
         assert fz._compound_possible.__wrapped__(zs, amounts) is expected, formula

@@ -23,13 +23,13 @@ from cryspnet_gen.generate import (
     CandidateList,
     CandidateWarning,
     GenerationError,
-    _compatible,
     generate_candidates,
     generate_many,
     read_candidates,
     write_candidates,
 )
 from cryspnet_gen.predict import Predictor
+from cryspnet_gen.sources.cryspnet.cells import compatible
 
 # One formula per Bravais lattice, forced into a group of that lattice.
 LATTICE_CASES = [
@@ -362,8 +362,8 @@ def test_compatibility_matches_pyxtal():
         group = Group(sg)
         for _ in range(6):
             counts = tuple(int(x) for x in rng.integers(1, 17, size=int(rng.integers(1, 4))))
-            assert _compatible(sg, counts) == group.check_compatible(list(counts))[0], (sg, counts)
-    assert _compatible(230, (56, 24, 16, 96))  # garnet, Z = 8
+            assert compatible(sg, counts) == group.check_compatible(list(counts))[0], (sg, counts)
+    assert compatible(230, (56, 24, 16, 96))  # garnet, Z = 8
 
 
 def test_generate_many(predictor):

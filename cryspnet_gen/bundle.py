@@ -1,0 +1,400 @@
+"""Bundle folders: manifest, weight files, integrity checks, README rendering.
+
+A *bundle* is a folder::
+
+    <name>/
+      manifest.json              name, version, format version, network arguments, class lists, parameter
+                                 names and ranges, feature labels + featurizer settings, package versions,
+                                 sha256 of each weight file, training split, validation (and test) metrics
+      bravais_master.safetensors Bravais-lattice ensembles (also bravais_metal / bravais_oxide when trained)
+      space_group.safetensors    per-lattice space-group ensembles, tensors named "<lattice>.members.<i>...."
+      lattice.safetensors        per-lattice lattice-parameter ensembles
+      volume.safetensors         volume-per-atom ensemble
+      README.md                  generated from the manifest
+
+Weights load with :func:`safetensors.torch.load_file` (no unpickling); every file is checked against the
+manifest's sha256. Shipped bundles live in the package ``cryspnet_gen.bundles`` (the repository's ``models/``).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import logging
+import math
+from importlib import metadata, resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import os
+
+    import torch
+
+__all__ = [
+    "DEFAULT_BUNDLE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "RETRAIN_HINT",
+    "BundleError",
+    "available_bundles",
+    "bundles_root",
+    "file_sha256",
+    "package_versions",
+    "read_bundle",
+    "read_manifest",
+    "render_readme",
+    "save_bundle",
+    "storage_tensors",
+    "write_test_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUNDLE = "cryspnet-mp-v1"
+FORMAT_NAME = "cryspnet-gen-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+RETRAIN_HINT = "reinstall cryspnet-gen (for a shipped bundle) or retrain it with `cryspnet-gen train`"
+
+WeightsDtype = Literal["float32", "float16"]
+
+
+class BundleError(ValueError):
+    """A model bundle is missing, corrupt, truncated, or does not match this code or featurizer."""
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that shape a bundle's weights and features."""
+    out: dict[str, str | None] = {}
+    for dist in ("torch", "numpy", "pymatgen", "matminer", "cryspnet-gen"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def storage_tensors(tensors: dict[str, torch.Tensor], dtype: WeightsDtype) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies; with float16 only the Linear weight matrices are halved.
+
+    Biases, batch-norm statistics, normalisers and output ranges stay float32: they are a tiny share of the
+    bytes and the normalisers hold values (e.g. melting points) whose float16 rounding would shift inputs.
+    """
+    import torch
+
+    out = {}
+    for key, t in tensors.items():
+        t = t.detach().to("cpu")
+        if dtype == "float16" and t.is_floating_point() and t.ndim == 2:
+            t = t.to(torch.float16)
+        elif t.is_floating_point():
+            t = t.to(torch.float32)
+        out[key] = t.contiguous().clone()
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN/inf to None, tuples to lists."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def save_bundle(
+    path: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    tensors: dict[str, dict[str, torch.Tensor]],
+    *,
+    weights_dtype: WeightsDtype = "float16",
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle folder: one safetensors file per entry of ``tensors``, the manifest and a README.
+
+    Parameters
+    ----------
+    path
+        The bundle folder (created).
+    manifest
+        Everything but ``format``, ``format_version``, ``weights`` and ``packages``, which are filled here.
+    tensors
+        File name -> tensor name -> tensor.
+    weights_dtype
+        ``"float16"`` halves the Linear weight matrices (the bulk of the bytes); other tensors stay float32.
+    overwrite
+        Replace an existing bundle at ``path``.
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+    """
+    from safetensors.torch import save_file
+
+    if weights_dtype not in get_args(WeightsDtype):
+        raise ValueError(f"Unknown {weights_dtype=}; choose from {get_args(WeightsDtype)}")
+    folder = Path(path)
+    if (folder / MANIFEST).exists() and not overwrite:
+        raise FileExistsError(f"{folder / MANIFEST} exists; pass overwrite=True or choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)  # written last: its presence marks a complete bundle
+
+    out = copy.deepcopy(manifest)
+    out["format"] = FORMAT_NAME
+    out["format_version"] = FORMAT_VERSION
+    out.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    out.setdefault("packages", package_versions())
+    out["weights"] = {}
+    for file_name, tdict in tensors.items():
+        if "/" in file_name or not file_name.endswith(".safetensors"):
+            raise ValueError(f"weight file names must be plain '*.safetensors' names, got {file_name!r}")
+        target = folder / file_name
+        save_file(storage_tensors(tdict, weights_dtype), str(target), metadata={"format": "pt"})
+        target.chmod(0o644)  # safetensors writes 0600; shipped bundles must be readable by every user
+        out["weights"][file_name] = {
+            "sha256": file_sha256(target),
+            "bytes": target.stat().st_size,
+            "dtype": weights_dtype,
+        }
+    out = _jsonable(out)
+    (folder / MANIFEST).write_text(json.dumps(out, indent=1) + "\n")
+    (folder / "README.md").write_text(render_readme(out))
+    logger.info("wrote bundle %s (%d weight files)", folder, len(tensors))
+    return folder
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a bundle's ``manifest.json`` (format name and version).
+
+    Raises
+    ------
+    BundleError
+        If the manifest is missing, unreadable, or of an unknown format or a newer format version.
+    """
+    folder = Path(path)
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(
+            f"{mpath} not found: {folder} is not a cryspnet-gen bundle (a folder with manifest.json and "
+            f"*.safetensors weights); {RETRAIN_HINT}"
+        )
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{mpath} is not valid JSON ({exc}); {RETRAIN_HINT}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise BundleError(f"{mpath} is not a {FORMAT_NAME} manifest; {RETRAIN_HINT}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BundleError(
+            f"{mpath} has bundle format version {version!r}, but this cryspnet-gen reads up to "
+            f"{FORMAT_VERSION}: upgrade cryspnet-gen or retrain the bundle with `cryspnet-gen train`"
+        )
+    for key in ("name", "version", "features", "tasks", "weights"):
+        if key not in manifest:
+            raise BundleError(f"{mpath} lacks the {key!r} entry; {RETRAIN_HINT}")
+    return manifest
+
+
+def read_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """Read a bundle's manifest and weights, verifying every file's sha256 first.
+
+    Returns
+    -------
+    tuple
+        ``(manifest, tensors)`` with ``tensors[file_name][tensor_name]`` in float32.
+
+    Raises
+    ------
+    BundleError
+        Naming the file that is missing, corrupt or truncated.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    for file_name, info in manifest["weights"].items():
+        target = folder / file_name
+        if not target.is_file():
+            raise BundleError(f"weight file {target} is missing; {RETRAIN_HINT}")
+        size = target.stat().st_size
+        if info.get("bytes") is not None and size != info["bytes"]:
+            raise BundleError(
+                f"weight file {target} has {size} bytes but the manifest expects {info['bytes']} "
+                f"(truncated or replaced); {RETRAIN_HINT}"
+            )
+        if file_sha256(target) != info.get("sha256"):
+            raise BundleError(
+                f"weight file {target} is corrupt or was modified (sha256 does not match {MANIFEST}); "
+                f"{RETRAIN_HINT}"
+            )
+        try:
+            loaded = load_file(str(target))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BundleError(f"weight file {target} cannot be read ({exc}); {RETRAIN_HINT}") from exc
+        tensors[file_name] = {k: (v.float() if v.is_floating_point() else v) for k, v in loaded.items()}
+    return manifest, tensors
+
+
+def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | None) -> Path:
+    """Store test metrics in a bundle's manifest and regenerate its README; the weights are untouched.
+
+    Parameters
+    ----------
+    path
+        The bundle folder.
+    metrics
+        JSON-serialisable metrics (e.g. from :mod:`cryspnet_gen.evaluate`), or None to clear them.
+
+    Returns
+    -------
+    Path
+        The manifest file.
+    """
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    manifest.setdefault("metrics", {})["test"] = _jsonable(metrics)
+    target = folder / MANIFEST
+    tmp = target.with_name(MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(target)
+    (folder / "README.md").write_text(render_readme(manifest))
+    return target
+
+
+def render_readme(manifest: dict[str, Any]) -> str:
+    """A human-readable README for a bundle, generated from its manifest."""
+    m = manifest
+    lines = [
+        f"# {m.get('name')} (version {m.get('version')})",
+        "",
+        "Trained cryspnet-gen bundle: chemical formula -> Bravais lattice, space group, lattice parameters and",
+        "volume per atom (a re-implementation of CRYSPNet, Liang et al., Phys. Rev. Materials 4, 123802, 2020).",
+        "Generated from `manifest.json`; do not edit by hand.",
+        "",
+        "## Data",
+        "",
+        f"- training split: `{m.get('split')}`; labels: `{m.get('labels', 'unknown')}`",
+        f"- created: {m.get('created')}; seed: {m.get('training', {}).get('seed')}",
+        f"- features: {len(m.get('features', {}).get('labels', []))} composition features "
+        f"(labels and featurizer settings in the manifest)",
+    ]
+    rows = m.get("training", {}).get("rows", {})
+    if rows:
+        lines.append("- training rows: " + ", ".join(f"{k}: {v}" for k, v in rows.items()))
+    lines += ["", "## Networks", ""]
+    tasks = m.get("tasks", {})
+    for name, entry in tasks.get("bravais", {}).items():
+        lines.append(
+            f"- Bravais `{name}`: {entry.get('n_members')} members, hidden {entry['model_args']['hidden']}, "
+            f"{entry.get('n_train')} training rows"
+        )
+    for task in ("space_group", "lattice"):
+        kinds: dict[str, list[str]] = {}
+        for lat, entry in tasks.get(task, {}).get("lattices", {}).items():
+            kinds.setdefault(entry["kind"], []).append(lat)
+        desc = "; ".join(f"{k}: {' '.join(v)}" for k, v in kinds.items())
+        arch = tasks.get(task, {}).get("arch")
+        lines.append(f"- {task.replace('_', ' ')}{f' ({arch})' if arch else ''}: {desc}")
+    if "volume" in tasks:
+        v = tasks["volume"]
+        lines.append(f"- volume per atom: {v.get('n_members')} members, hidden {v['model_args']['hidden']}")
+    metrics = m.get("metrics", {})
+    lines += ["", "## Validation metrics", ""]
+    val = metrics.get("validation") or {}
+    for name, met in val.get("bravais", {}).items():
+        lines.append(
+            f"- Bravais `{name}`: top-1 {_fmt(met.get('top1'))}, top-2 {_fmt(met.get('top2'))} (n={met.get('n')})"
+        )
+    sg = val.get("space_group", {})
+    if sg:
+        lines.append(f"- space group given the true lattice: top-1 {_fmt(sg.get('top1'))} (n={sg.get('n')})")
+        lines += ["", "| lattice | n | space-group top-1 | lattice-parameter R² |", "|---|---|---|---|"]
+        lat_metrics = val.get("lattice", {}).get("per_lattice", {})
+        for lat, met in sg.get("per_lattice", {}).items():
+            r2 = lat_metrics.get(lat, {}).get("r2", {})
+            r2s = ", ".join(f"{k} {_fmt(v)}" for k, v in r2.items()) or "-"
+            lines.append(f"| {lat} | {met.get('n')} | {_fmt(met.get('top1'))} | {r2s} |")
+        lines.append("")
+    vol = val.get("volume", {})
+    if vol:
+        lines.append(
+            f"- volume per atom: R² {_fmt(vol.get('r2'))}, MAE {_fmt(vol.get('mae'))} Å³ (n={vol.get('n')})"
+        )
+    test = metrics.get("test")
+    lines += [
+        "",
+        "## Test metrics",
+        "",
+        "```",
+        json.dumps(test, indent=1) if test else "not evaluated yet",
+        "```",
+    ]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from cryspnet_gen.predict import load_predictor",
+        f'predictor = load_predictor(path="path/to/{m.get("name")}")',
+        'predictor.predict(["LiMnO2"], top_bravais=2, top_space_groups=3)',
+        "```",
+        "",
+        "## Retrain",
+        "",
+        f"`cryspnet-gen train --split {m.get('split')} --out DIR` (see `cryspnet-gen train --help`); the",
+        "training configuration used here is stored under `train_config` in the manifest.",
+        "",
+        "## Files",
+        "",
+        "| file | bytes | dtype | sha256 |",
+        "|---|---|---|---|",
+    ]
+    for fname, info in m.get("weights", {}).items():
+        lines.append(f"| {fname} | {info.get('bytes')} | {info.get('dtype')} | `{info.get('sha256')}` |")
+    lines += ["", "Package versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), ""]
+    return "\n".join(lines)
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def bundles_root() -> Path | None:
+    try:
+        root = resources.files("cryspnet_gen.bundles")
+    except ModuleNotFoundError:
+        return None
+    path = Path(str(root))
+    return path if path.is_dir() else None
+
+
+def available_bundles() -> list[str]:
+    """Names of the bundles shipped in ``cryspnet_gen.bundles`` (folders holding a manifest.json)."""
+    root = bundles_root()
+    if root is None:
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())

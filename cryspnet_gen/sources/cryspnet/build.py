@@ -1,0 +1,182 @@
+"""One pyxtal attempt under a hard time limit, and the checks every built structure must pass.
+
+On the main thread of a POSIX process the limit is a ``SIGALRM`` interval timer whose handler raises a private
+``BaseException`` subclass inside pyxtal's Python loops (re-raised every second in case pyxtal swallows it; a
+previous handler and timer are restored afterwards). Elsewhere each attempt runs in a child process (``fork``
+where available) that is killed at the limit.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cryspnet_gen.formula import FormulaUnit
+from cryspnet_gen.options import can_use_alarm
+from cryspnet_gen.sources.cryspnet.cells import covalent_radius
+from cryspnet_gen.symmetry import SYMPREC
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+# pyxtal's own retries inside one from_random call; with a fixed lattice each retry repeats the same 40 x 10
+# placement loops, so new attempts (new seeds) are a better use of the time.
+_PYXTAL_MAX_COUNT = 2
+_REPEAT_ALARM_S = 1.0
+
+
+@functools.lru_cache(maxsize=64)
+def _group(space_group: int) -> Any:
+    from pyxtal.symmetry import Group
+
+    return Group(space_group)
+
+
+@dataclass(frozen=True)
+class PyxtalJob:
+    """Everything one pyxtal attempt needs (picklable, for the child-process path)."""
+
+    space_group: int
+    species: tuple[str, ...]
+    num_ions: tuple[int, ...]
+    cell: tuple[float, ...]
+    entropy: tuple[int, ...]
+    t_factor: float
+
+
+def _build(job: PyxtalJob) -> Structure:
+    from pyxtal import pyxtal
+    from pyxtal.lattice import Lattice
+
+    group = _group(job.space_group)
+    rng = np.random.default_rng(np.random.SeedSequence(list(job.entropy)))
+    lattice = Lattice.from_para(*job.cell, ltype=group.lattice_type, random_state=rng)
+    xtal = pyxtal()
+    xtal.from_random(
+        3,
+        group,
+        list(job.species),
+        list(job.num_ions),
+        lattice=lattice,
+        random_state=rng,
+        t_factor=job.t_factor,
+        max_count=_PYXTAL_MAX_COUNT,
+    )
+    if not xtal.valid:
+        raise RuntimeError("pyxtal returned an invalid structure")
+    return xtal.to_pymatgen()
+
+
+class _AlarmExpired(BaseException):
+    """Raised by the SIGALRM handler; a BaseException so that pyxtal's ``except Exception`` does not eat it."""
+
+
+class TimeLimit(Exception):
+    """An attempt ran out of time."""
+
+
+def _run_with_alarm(job: PyxtalJob, seconds: float) -> Structure:
+    state = {"active": True}
+
+    def handler(signum: int, frame: Any) -> None:
+        if state["active"]:
+            raise _AlarmExpired
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3), _REPEAT_ALARM_S)
+    started = time.monotonic()
+    try:
+        try:
+            return _build(job)
+        finally:
+            state["active"] = False
+    except _AlarmExpired:
+        raise TimeLimit from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # signal() returns None for a handler that was not set from Python: fall back to the default.
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if outer_delay > 0:  # someone else's timer was running: give it back what is left
+            left = outer_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), outer_interval)
+
+
+def _child(conn: Any, job: PyxtalJob) -> None:
+    try:
+        conn.send(("ok", _build(job).as_dict()))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+class _ChildError(Exception):
+    pass
+
+
+def _run_in_process(job: PyxtalJob, seconds: float | None) -> Structure:
+    from pymatgen.core import Structure
+
+    methods = multiprocessing.get_all_start_methods()
+    ctx: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, job), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(seconds):
+            raise TimeLimit
+        try:
+            status, payload = parent.recv()
+        except EOFError:
+            raise _ChildError(f"the pyxtal worker process died (exit code {proc.exitcode})") from None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        parent.close()
+    if status != "ok":
+        raise _ChildError(payload)
+    return Structure.from_dict(payload)
+
+
+def run_job(job: PyxtalJob, seconds: float | None, isolation: str) -> Structure:
+    if isolation == "process" or (isolation == "auto" and seconds is not None and not can_use_alarm()):
+        return _run_in_process(job, seconds)
+    if seconds is None:
+        return _build(job)
+    return _run_with_alarm(job, seconds)
+
+
+def check_structure(structure: Structure, space_group: int, fu: FormulaUnit, factor: float) -> str | None:
+    """Why a built structure is not acceptable (None when it passes)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    formula = structure.composition.reduced_formula
+    if formula != fu.reduced_formula:
+        return f"built formula {formula} differs from {fu.reduced_formula}"
+    radii = np.array([covalent_radius(site.specie.symbol) for site in structure])
+    cutoff = 2.0 * factor * float(radii.max())
+    centres, neighbours, _, distances = structure.get_neighbor_list(cutoff)
+    if len(distances):
+        ratio = distances / (radii[centres] + radii[neighbours])
+        worst = int(np.argmin(ratio))
+        if ratio[worst] < factor:
+            a, b = structure[int(centres[worst])].specie, structure[int(neighbours[worst])].specie
+            return (
+                f"atoms too close: {a}-{b} {distances[worst]:.2f} Å is {ratio[worst]:.2f} x their covalent-radius "
+                f"sum (< {factor:g})"
+            )
+    try:
+        found = SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number()
+    except Exception as exc:  # spglib failures surface as several types
+        return f"symmetry analysis failed ({type(exc).__name__}: {exc})"
+    if found != space_group:
+        return f"symmetry check found space group {found}, not {space_group} (symprec={SYMPREC:g})"
+    return None
