@@ -202,7 +202,7 @@ def _summarise(args: argparse.Namespace, out: Path, formulas: list[str], config:
     summaries = [(f"{what} k={k}", summarize(rows, k, relaxed=relaxed)) for what, k, relaxed in specs]
     if args.source != "cryspnet" and rows:
         from cryspnet_gen.csp import template_coverage
-        from cryspnet_gen.templates import load_store
+        from cryspnet_gen.sources.templates import load_store
 
         store = load_store(args.templates)
         for _name, s in summaries:
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
     if args.source != "cryspnet":
-        from cryspnet_gen.templates import TemplateScoring, load_store
+        from cryspnet_gen.sources.templates import TemplateScoring, load_store
 
         config["template_scoring"] = dataclasses.asdict(TemplateScoring())
         config["template_store"] = {

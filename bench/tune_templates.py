@@ -1,4 +1,4 @@
-"""Tune the template score weights (cryspnet_gen.templates.TemplateScoring) on validation formulas.
+"""Tune the template score weights (cryspnet_gen.sources.templates.TemplateScoring) on validation formulas.
 
 Usage (from the repository root)::
 
@@ -80,14 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     from cryspnet_gen.formula import formula_unit
     from cryspnet_gen.generate import generate_candidates
     from cryspnet_gen.predict import load_predictor
-    from cryspnet_gen.templates import (
-        TemplateScoring,
-        _fu_amounts,
-        _pair_probabilities,
-        build_option,
-        load_store,
-        rank_options,
-    )
+    from cryspnet_gen.sources.templates import TemplateScoring, build_option, load_store, rank_options
+    from cryspnet_gen.sources.templates.scoring import pair_probabilities
 
     store = load_store(args.templates)
     predictor = load_predictor("cryspnet-bench")
@@ -109,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for _name, ref in tqdm(refs, desc="templates", unit="formula"):
         pred = preds[ref.formula]
-        target = _fu_amounts(formula_unit(ref.formula, 400))
-        probs, _, _ = _pair_probabilities(pred)
+        target = formula_unit(ref.formula, 400).amounts
+        probs, _, _ = pair_probabilities(pred)
         ranked[ref.formula] = []
         cache = matched.setdefault(ref.formula, {})
         for scoring in settings:

@@ -13,20 +13,28 @@ __version__ = "0.1.0"
 # ``featurize`` is deliberately not re-exported: the name belongs to the submodule ``cryspnet_gen.featurize``
 # (a package attribute of that name would flip from function to module once the submodule is imported).
 __all__ = [
+    "GenerateOptions",
     "__version__",
     "generate_candidates",
+    "generate_many",
     "load_predictor",
+    "read_candidates",
     "write_candidates",
 ]
 
 _LAZY = {
     "load_predictor": ("cryspnet_gen.predict", "load_predictor"),
     "generate_candidates": ("cryspnet_gen.generate", "generate_candidates"),
-    "write_candidates": ("cryspnet_gen.generate", "write_candidates"),
+    "generate_many": ("cryspnet_gen.generate", "generate_many"),
+    "GenerateOptions": ("cryspnet_gen.options", "GenerateOptions"),
+    "write_candidates": ("cryspnet_gen.files", "write_candidates"),
+    "read_candidates": ("cryspnet_gen.files", "read_candidates"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cryspnet_gen.generate import generate_candidates, write_candidates
+    from cryspnet_gen.files import read_candidates, write_candidates
+    from cryspnet_gen.generate import generate_candidates, generate_many
+    from cryspnet_gen.options import GenerateOptions
     from cryspnet_gen.predict import load_predictor
 
 

@@ -69,7 +69,7 @@ BENCHMARK_FILES = {
     "mp20_val": "mp_20_biternary_valtest/val.csv.gz",
 }
 #: benchmark source -> test split name in the ``bench`` split
-TEST_SETS = {"mpts52_test": "test_mpts52", "mp20_test": "test_mp20"}
+TEST_SPLITS = {"mpts52_test": "test_mpts52", "mp20_test": "test_mp20"}
 CELL_COLUMNS = CELL_PARAMETERS
 STRUCTURE_COLUMNS = (
     "material_id",
@@ -574,7 +574,7 @@ def test_formulas_from_table(structures: pd.DataFrame) -> dict[str, set[str]]:
     """Reduced formulas of each test set (``test_mpts52``, ``test_mp20``) in a structure table."""
     return {
         split: set(structures.loc[structures["source"] == source, "formula"])
-        for source, split in TEST_SETS.items()
+        for source, split in TEST_SPLITS.items()
     }
 
 
@@ -586,7 +586,7 @@ def read_test_formulas(data_dir: str | os.PathLike[str] | None = None) -> dict[s
     """
     root = resolve_data_dir(data_dir)
     out: dict[str, set[str]] = {}
-    for source, split in TEST_SETS.items():
+    for source, split in TEST_SPLITS.items():
         frame = read_csv_checked(require_file(root, BENCHMARK_FILES[source]), ["material_id", "cif"])
         formulas = set()
         for cif in frame["cif"]:
@@ -654,7 +654,7 @@ def training_frame(
     rows["split"] = rows["formula"].map(assignment)
     parts = [rows[rows["split"] != "test"]]
     if name == "bench":
-        for source, split in TEST_SETS.items():
+        for source, split in TEST_SPLITS.items():
             test = _ground_states(structures[structures["source"] == source]).copy()
             test["split"] = split
             test["label_source"] = source

@@ -32,6 +32,7 @@ import pandas as pd
 from cryspnet_gen import metrics as M
 from cryspnet_gen.symmetry import (
     BRAVAIS_LATTICES,
+    CELL_PARAMETERS,
     PARAMETER_NAMES,
     conventional_volume,
     from_parameters,
@@ -41,7 +42,7 @@ from cryspnet_gen.symmetry import (
 
 logger = logging.getLogger(__name__)
 
-CELL = ("a", "b", "c", "alpha", "beta", "gamma")
+CELL = CELL_PARAMETERS
 TEST_SPLITS = ("test_mpts52", "test_mp20")
 TEST_NAMES = {"test_mpts52": "MPTS-52 test", "test_mp20": "MP-20 test (binary + ternary part)"}
 ALL_GROUPS = np.arange(1, 231)
@@ -294,7 +295,7 @@ def evaluate(
     ablation
         Optional ``{label policy: Predictor}`` trained on other labels, scored on the same test sets.
     """
-    from cryspnet_gen.predict import subset_mask
+    from cryspnet_gen.formula import subset_mask
 
     good = np.isfinite(X).all(axis=1)
     train = frame[(frame["split"] == "train").to_numpy() & good]

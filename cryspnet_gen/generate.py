@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from cryspnet_gen.files import FileFormat, read_candidates, write_candidates
@@ -70,14 +70,21 @@ __all__ = [
     "Relax",
     "SkippedPair",
     "Source",
+    "SourceFunction",
+    "candidates_for",
     "generate_candidates",
     "generate_many",
     "read_candidates",
     "relax_and_rerank",
+    "resolve_source",
     "write_candidates",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: A CRYSPNet candidate source as :func:`candidates_for` calls it: ``(formula unit, prediction, options) ->
+#: CandidateList``, raising :class:`GenerationError` when it builds nothing.
+SourceFunction = Callable[[FormulaUnit, Prediction, GenerateOptions], CandidateList]
 
 
 def generate_candidates(
@@ -212,10 +219,22 @@ def candidates_for(
     opts: GenerateOptions,
     source: str,
     store: TemplateStore | None,
+    *,
+    cryspnet: SourceFunction | None = None,
+    fallback: bool = True,
 ) -> tuple[CandidateList, str | None]:
-    """Candidates of one parsed formula from the chosen source(s), and the warning to give (or ``None``)."""
+    """Candidates of one parsed formula from the chosen source(s), and the warning to give (or ``None``).
+
+    Hooks for callers that record what each source did (the CSP benchmark, :mod:`cryspnet_gen.csp`):
+    ``cryspnet`` replaces the CRYSPNet source (default
+    :func:`~cryspnet_gen.sources.cryspnet.cryspnet_candidates`), e.g. to time it or to answer with candidates
+    saved earlier; it is called only where the dispatch below needs CRYSPNet candidates. ``fallback=False``:
+    ``source="templates"`` gives the (possibly empty) template list even when no template fits, instead of
+    falling back to CRYSPNet candidates.
+    """
+    build = cryspnet if cryspnet is not None else cryspnet_candidates
     if source == "cryspnet":
-        found = cryspnet_candidates(fu, pred, opts)
+        found = build(fu, pred, opts)
         return found, (failure_message(fu.formula, found, opts.k) if len(found) < opts.k else None)
     if pred.error is not None:
         raise ValueError(f"formula {fu.formula!r} cannot be predicted: {pred.error}")
@@ -228,7 +247,7 @@ def candidates_for(
         space_groups=opts.space_groups,
         bravais=opts.bravais,
     )
-    if source == "templates" and from_templates:
+    if source == "templates" and (from_templates or not fallback):
         message = None
         if len(from_templates) < opts.k:
             message = (
@@ -239,11 +258,16 @@ def candidates_for(
     if source == "both" and not cryspnet_needed(from_templates, opts.k):
         # every template candidate outscores any CRYSPNet structure: building those would change nothing
         return merge_candidates([from_templates], opts.k, formula=fu.formula), None
-    return _with_cryspnet(fu, pred, opts, source, from_templates)
+    return _with_cryspnet(fu, pred, opts, source, from_templates, build)
 
 
 def _with_cryspnet(
-    fu: FormulaUnit, pred: Prediction, opts: GenerateOptions, source: str, from_templates: CandidateList
+    fu: FormulaUnit,
+    pred: Prediction,
+    opts: GenerateOptions,
+    source: str,
+    from_templates: CandidateList,
+    build: SourceFunction = cryspnet_candidates,
 ) -> tuple[CandidateList, str | None]:
     fallback = None
     if not from_templates:
@@ -252,7 +276,7 @@ def _with_cryspnet(
         )
         logger.info("%s", fallback)
     try:
-        built = cryspnet_candidates(fu, pred, opts)
+        built = build(fu, pred, opts)
     except GenerationError:
         if not from_templates:
             raise

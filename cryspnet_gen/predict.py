@@ -23,21 +23,15 @@ import numpy as np
 
 from cryspnet_gen.bundle import (
     DEFAULT_BUNDLE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
     MANIFEST,
     RETRAIN_HINT,
     BundleError,
-    WeightsDtype,
     available_bundles,
     bundles_root,
     read_bundle,
-    read_manifest,
-    save_bundle,
-    write_test_metrics,
 )
-from cryspnet_gen.formula import BravaisModel, is_metal, is_oxide, subset_mask
-from cryspnet_gen.records import LatticePrediction, Prediction, RankedGroup, predictions_to_dataframe
+from cryspnet_gen.formula import BravaisModel, subset_mask
+from cryspnet_gen.records import LatticePrediction, Prediction
 from cryspnet_gen.runtime import torch_threads
 
 if TYPE_CHECKING:
@@ -49,28 +43,39 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BUNDLE",
-    "FORMAT_NAME",
-    "FORMAT_VERSION",
-    "MANIFEST",
-    "BravaisModel",
     "BundleError",
-    "LatticePrediction",
     "Prediction",
     "Predictor",
-    "RankedGroup",
-    "WeightsDtype",
     "available_bundles",
-    "is_metal",
-    "is_oxide",
     "load_predictor",
     "predict_all_pairs",
-    "predictions_to_dataframe",
-    "read_bundle",
-    "read_manifest",
-    "save_bundle",
-    "subset_mask",
-    "write_test_metrics",
 ]
+
+# Names that lived here before the layout split; ``from cryspnet_gen.predict import save_bundle`` keeps working.
+_MOVED = {
+    "cryspnet_gen.bundle": (
+        "FORMAT_NAME",
+        "FORMAT_VERSION",
+        "MANIFEST",
+        "WeightsDtype",
+        "read_bundle",
+        "read_manifest",
+        "save_bundle",
+        "write_test_metrics",
+    ),
+    "cryspnet_gen.formula": ("BravaisModel", "is_metal", "is_oxide", "subset_mask"),
+    "cryspnet_gen.records": ("LatticePrediction", "RankedGroup", "predictions_to_dataframe"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    for home, names in _MOVED.items():
+        if name in names:
+            return getattr(importlib.import_module(home), name)
+    raise AttributeError(f"module 'cryspnet_gen.predict' has no attribute {name!r}")
+
 
 logger = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ __all__ = [
     "RankedGroup",
     "RelaxedCandidate",
     "SkippedPair",
+    "prediction_fields",
     "predictions_to_dataframe",
 ]
 
@@ -364,6 +365,29 @@ class Candidate(MSONable):
             f"Candidate({self.formula!r}, rank={self.rank}, {self.bravais} {self.space_group_symbol} "
             f"({self.space_group}), p={self.probability:.3g}, z={self.z}, {self.nsites} sites, seed={self.seed})"
         )
+
+
+def prediction_fields(prediction: Prediction | None, bravais: str | None = None) -> dict[str, Any]:
+    """The :class:`Candidate` fields that a source takes from the formula's prediction: the lattice parameters
+    and predicted cell of ``bravais`` (when predicted), the volume per atom, the model and the bundle."""
+    lat = None
+    if prediction is not None and prediction.error is None and bravais is not None:
+        lat = next((la for la in prediction.lattices if la.bravais == bravais), None)
+    out: dict[str, Any] = {
+        "lattice_parameters": dict(lat.parameters) if lat is not None else {},
+        "lattice_parameters_std": dict(lat.parameters_std) if lat is not None else {},
+        "predicted_cell": list(lat.cell) if lat is not None and lat.cell is not None else None,
+        "predicted_cell_std": list(lat.cell_std) if lat is not None and lat.cell_std is not None else None,
+    }
+    if prediction is not None:
+        out.update(
+            volume_per_atom=prediction.volume_per_atom,
+            volume_per_atom_std=prediction.volume_per_atom_std,
+            model=prediction.model,
+            bundle=prediction.bundle,
+            bundle_version=prediction.bundle_version,
+        )
+    return out
 
 
 class CandidateList(list["Candidate"]):

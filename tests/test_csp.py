@@ -271,7 +271,7 @@ def test_benchmark_with_templates_and_both(shared_data: Path, tmp_path: Path):
     import itertools
 
     from cryspnet_gen.data import read_test_formulas
-    from cryspnet_gen.templates import build_store, records_from_data_dir
+    from cryspnet_gen.sources.templates import build_store, records_from_data_dir
 
     tests = set().union(*read_test_formulas(shared_data).values())
     store = tmp_path / "store"

@@ -17,7 +17,7 @@ from _model_fixtures import (
 from cryspnet_gen.nn import Classifier, Regressor, output_range
 from cryspnet_gen.predict import is_metal, is_oxide, read_bundle
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES
-from cryspnet_gen.train import TrainConfig, _ce_loss, _log_mse_loss, train_bundle, train_ensemble
+from cryspnet_gen.train import TrainConfig, ce_loss, log_mse_loss, train_bundle, train_ensemble
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +64,7 @@ def _train_classifier(seed: int, X: np.ndarray, y: np.ndarray, **cfg: object):
 
     return train_ensemble(
         make,
-        _ce_loss,
+        ce_loss,
         torch.from_numpy(X),
         [torch.from_numpy(y)],
         tr,
@@ -112,7 +112,7 @@ def test_regressor_ensemble_learns_synthetic_targets():
 
     ens, _ = train_ensemble(
         make,
-        _log_mse_loss,
+        log_mse_loss,
         torch.from_numpy(X),
         [torch.from_numpy(target)],
         tr,

@@ -27,7 +27,7 @@ pytest.importorskip("chgnet")
 from _model_fixtures import shared_bundle
 from pymatgen.core import Lattice, Structure
 
-from cryspnet_gen.generate import Candidate
+from cryspnet_gen.records import Candidate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "cryspnet_gen.workflows.cli"]
@@ -112,6 +112,19 @@ def test_add_subcommands_builds_the_four_commands():
         assert callable(args.func), argv
     with pytest.raises(SystemExit):
         parser.parse_args(["submit", "NaCl", "--relax", "dft"])
+
+
+def test_main_parser_has_the_workflow_commands():
+    from cryspnet_gen.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["submit", "NaCl"], ["run"], ["status"], ["results", "NaCl"], ["templates", "info"]):
+        assert callable(parser.parse_args(argv).func), argv
+    args = parser.parse_args(["generate", "NaCl", "-k", "2", "--space-group", "225", "--source", "cryspnet"])
+    from cryspnet_gen.cli.generate import generate_options
+
+    opts = generate_options(args)
+    assert (opts.k, opts.space_groups, opts.source, opts.templates) == (2, (225,), "cryspnet", None)
 
 
 def test_store_folder_resolution(tmp_path, monkeypatch):
@@ -237,12 +250,29 @@ def test_vasp_inputs_without_potcars_give_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_maker_round_trip_and_submission_key(tmp_path):
+    from cryspnet_gen import formula
+    from cryspnet_gen.options import GenerateOptions
     from cryspnet_gen.workflows.makers import CandidateRelaxMaker, canonical_formula, chgnet_relax_maker
 
     maker = CandidateRelaxMaker(k=2, model_path=tmp_path, relax_maker=chgnet_relax_maker(steps=5))
     again = CandidateRelaxMaker.from_dict(json.loads(maker.to_json()))
     assert again.key("NaCl") == maker.key("NaCl") == maker.key("ClNa")
+    assert canonical_formula is formula.canonical_formula  # the old import path still works
     assert canonical_formula("ClNa") == "NaCl" and canonical_formula("Li7La3Zr2O12") == "Li7La3Zr2O12"
+    # The generation options travel as the Maker's own fields (the stored workflow format is unchanged).
+    templated = CandidateRelaxMaker(
+        k=2, max_atoms=50, space_groups=[225], generate_kwargs={"source": "cryspnet"}
+    )
+    back = CandidateRelaxMaker.from_dict(json.loads(templated.to_json()))
+    assert back.key("NaCl") == templated.key("NaCl")
+    assert back.generate_options() == GenerateOptions(
+        k=2, max_atoms=50, space_groups=(225,), source="cryspnet"
+    )
+    gen = json.loads(templated.make("NaCl").to_json())["jobs"][0]
+    assert gen["function"]["@callable"] == "generate_candidates_job"
+    assert set(gen["function_kwargs"]) == {
+        "k", "seed", "model", "model_path", "max_atoms", "space_groups", "generate_kwargs"
+    }  # fmt: skip
     other_steps = dataclasses.replace(maker, relax_maker=chgnet_relax_maker(steps=6))
     assert len({maker.key("NaCl"), maker.key("KCl"), dataclasses.replace(maker, k=3).key("NaCl"),
                 dataclasses.replace(maker, seed=1).key("NaCl"), other_steps.key("NaCl")}) == 5  # fmt: skip
@@ -376,7 +406,8 @@ def test_lock_refuses_a_second_process_and_nothing_is_lost(tmp_path, fake_model)
 def test_relax_candidates_in_process_ranks_by_energy_and_keeps_bad_rows():
     from monty.json import MontyDecoder, MontyEncoder
 
-    from cryspnet_gen.workflows.relax import RelaxedCandidate, relax_candidates
+    from cryspnet_gen.records import RelaxedCandidate
+    from cryspnet_gen.relax import relax_candidates
 
     empty = Structure(Lattice.cubic(4.0), [], [])
     cands = [

@@ -22,7 +22,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_subcommands", "build_parser", "main"]
+__all__ = [
+    "add_results",
+    "add_run",
+    "add_status",
+    "add_subcommands",
+    "add_submit",
+    "build_parser",
+    "cmd_results",
+    "cmd_run",
+    "cmd_status",
+    "cmd_submit",
+    "main",
+]
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -36,8 +48,8 @@ def _user_errors(func: Command) -> Command:
 
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
-        from cryspnet_gen.predict import BundleError
-        from cryspnet_gen.templates import TemplateStoreError
+        from cryspnet_gen.bundle import BundleError
+        from cryspnet_gen.sources.templates import TemplateStoreError
         from cryspnet_gen.workflows.store import StoreError
 
         try:
@@ -83,7 +95,7 @@ def _open(args: argparse.Namespace, *, readonly: bool = False) -> Any:
 
 
 def _check_model(args: argparse.Namespace) -> None:
-    from cryspnet_gen.predict import DEFAULT_BUNDLE, available_bundles
+    from cryspnet_gen.bundle import DEFAULT_BUNDLE, available_bundles
 
     if args.model_path:
         path = Path(args.model_path).expanduser()
@@ -105,11 +117,9 @@ def _check_model(args: argparse.Namespace) -> None:
 
 def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """generate_candidates options for the candidate source (the store path made absolute for the workers)."""
-    from pathlib import Path
-
     out: dict[str, Any] = {}
     if args.templates:
-        from cryspnet_gen.templates import load_store
+        from cryspnet_gen.sources.templates import load_store
 
         store = Path(args.templates).expanduser().resolve()
         load_store(store)  # fail now, not on a worker
@@ -295,14 +305,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def add_subcommands(subparsers: Any) -> None:
-    """Add ``submit``, ``run``, ``status`` and ``results`` to the ``cryspnet-gen`` subparsers.
-
-    Parameters
-    ----------
-    subparsers
-        What ``parser.add_subparsers(dest="command", ...)`` returned.
-    """
+def add_submit(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "submit",
         help="add candidate-relaxation workflows (generate k candidates, relax each, rank by energy)",
@@ -344,6 +347,8 @@ def add_subcommands(subparsers: Any) -> None:
     _store_options(p)
     p.set_defaults(func=cmd_submit)
 
+
+def add_run(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run",
         help="run the submitted workflows here, job after job (FireWorks rapidfire)",
@@ -364,6 +369,8 @@ def add_subcommands(subparsers: Any) -> None:
     _store_options(p)
     p.set_defaults(func=cmd_run)
 
+
+def add_status(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "status", help="jobs per state (READY / RUNNING / COMPLETED / FIZZLED) for each submitted formula"
     )
@@ -371,6 +378,8 @@ def add_subcommands(subparsers: Any) -> None:
     _store_options(p, wait=False)
     p.set_defaults(func=cmd_status)
 
+
+def add_results(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "results",
         help="ranking of the relaxed candidates of a formula; relaxed structures as CIF",
@@ -387,6 +396,20 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     _store_options(p, wait=False)
     p.set_defaults(func=cmd_results)
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``submit``, ``run``, ``status`` and ``results`` to the ``cryspnet-gen`` subparsers.
+
+    Parameters
+    ----------
+    subparsers
+        What ``parser.add_subparsers(dest="command", ...)`` returned.
+    """
+    add_submit(subparsers)
+    add_run(subparsers)
+    add_status(subparsers)
+    add_results(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -31,10 +30,14 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from jobflow import Flow, Job, Maker, Response, job
 
-from cryspnet_gen.workflows.relax import SYMPREC, RelaxedCandidate, rank_by_energy, relaxed_candidate
+from cryspnet_gen.formula import canonical_formula
+from cryspnet_gen.options import GenerateOptions
+from cryspnet_gen.records import RelaxedCandidate
+from cryspnet_gen.relax import rank_by_energy, relaxed_candidate
+from cryspnet_gen.symmetry import SYMPREC
 
 if TYPE_CHECKING:
-    from cryspnet_gen.generate import Candidate
+    from cryspnet_gen.records import Candidate
 
 __all__ = [
     "CandidateRelaxMaker",
@@ -43,6 +46,7 @@ __all__ = [
     "chgnet_relax_maker",
     "collect_relaxations",
     "generate_candidates_job",
+    "generate_options",
     "relax_fanout",
     "relax_kind",
     "relax_maker_for",
@@ -136,25 +140,30 @@ def relaxer_label(maker: Maker) -> str:
 # helpers
 
 
-def canonical_formula(formula: str) -> str:
-    """``formula`` in one spelling per composition (pymatgen's element order, no 1s): ``ClNa`` -> ``NaCl``.
+def generate_options(
+    *,
+    k: int,
+    seed: int,
+    max_atoms: int | None = None,
+    space_groups: Sequence[int] | None = None,
+    generate_kwargs: dict[str, Any] | None = None,
+) -> GenerateOptions:
+    """The :class:`~cryspnet_gen.options.GenerateOptions` of a generation job.
+
+    ``generate_kwargs`` (any option fields) with ``k`` and ``seed``, and ``max_atoms`` and ``space_groups`` when
+    set; the Maker keeps these as separate fields so that stored workflows and submission keys stay as they were.
 
     Raises
     ------
     ValueError
-        If the formula cannot be parsed.
+        For a bad value; ``TypeError`` for an unknown option name.
     """
-    from cryspnet_gen.featurize import parse_composition
-
-    comp = parse_composition(formula)
-    parts = []
-    for token in comp.formula.split():
-        m = re.fullmatch(r"([A-Z][a-z]*)([0-9.]+)", token)
-        if m is None:  # pragma: no cover - pymatgen always writes Element+amount
-            raise ValueError(f"cannot read pymatgen formula token {token!r}")
-        el, amount = m.groups()
-        parts.append(el if amount == "1" else el + amount)
-    return "".join(parts)
+    extra: dict[str, Any] = dict(generate_kwargs or {})
+    if max_atoms is not None:
+        extra["max_atoms"] = max_atoms
+    if space_groups:
+        extra["space_groups"] = list(space_groups)
+    return GenerateOptions.from_keywords(k=k, seed=seed, **extra)
 
 
 def _strip_versions(obj: Any) -> Any:
@@ -255,17 +264,19 @@ def generate_candidates_job(
     space_groups: list[int] | None = None,
     generate_kwargs: dict[str, Any] | None = None,
 ) -> list[Candidate]:
-    """Generate candidate structures for ``formula`` (the model is loaded here, by name or path)."""
+    """Generate candidate structures for ``formula`` (the model is loaded here, by name or path).
+
+    The keyword arguments are those stored in submitted workflows; they become one
+    :class:`~cryspnet_gen.options.GenerateOptions` (:func:`generate_options`).
+    """
     from cryspnet_gen.generate import generate_candidates
     from cryspnet_gen.predict import load_predictor
 
     predictor = load_predictor(path=model_path) if model_path else load_predictor(model)
-    kwargs: dict[str, Any] = dict(generate_kwargs or {})
-    if max_atoms is not None:
-        kwargs["max_atoms"] = max_atoms
-    if space_groups:
-        kwargs["space_groups"] = list(space_groups)
-    candidates = generate_candidates(formula, k=k, seed=seed, predictor=predictor, **kwargs)
+    options = generate_options(
+        k=k, seed=seed, max_atoms=max_atoms, space_groups=space_groups, generate_kwargs=generate_kwargs
+    )
+    candidates = generate_candidates(formula, options=options, predictor=predictor)
     if not candidates:
         raise RuntimeError(f"no candidate structure could be generated for {formula} with {k=}, {seed=}")
     logger.info("generated %d candidates for %s", len(candidates), formula)
@@ -380,7 +391,8 @@ class CandidateRelaxMaker(Maker):
         Generate candidates in these space groups instead of the predicted ones (for tests and for trying
         given groups).
     generate_kwargs
-        Further keyword arguments for :func:`cryspnet_gen.generate_candidates`.
+        Further fields of :class:`~cryspnet_gen.options.GenerateOptions` (``source``, ``templates``, ...);
+        :meth:`generate_options` gives all of them as one object.
     relax_maker
         atomate2 Maker relaxing one structure: ``chgnet_relax_maker()`` (default), ``vasp_relax_maker()``, or
         any Maker whose output has ``structure`` and ``output.energy_per_atom``.
@@ -422,9 +434,19 @@ class CandidateRelaxMaker(Maker):
             return self.model_path
         if self.model is not None:
             return self.model
-        from cryspnet_gen.predict import DEFAULT_BUNDLE
+        from cryspnet_gen.bundle import DEFAULT_BUNDLE
 
         return DEFAULT_BUNDLE
+
+    def generate_options(self) -> GenerateOptions:
+        """The options the generation job will use (validated; ``ValueError`` names a bad value)."""
+        return generate_options(
+            k=self.k,
+            seed=self.seed,
+            max_atoms=self.max_atoms,
+            space_groups=self.space_groups,
+            generate_kwargs=self.generate_kwargs,
+        )
 
     def key(self, formula: str) -> str:
         """Submission key: equal for the same formula, generation options and relaxation settings.

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cryspnet_gen.formula import canonical_formula
+
 if TYPE_CHECKING:
     from cryspnet_gen.workflows.makers import CandidateRelaxMaker
     from cryspnet_gen.workflows.store import StoreHandle
@@ -80,8 +82,6 @@ def find_workflows(
 
     Formulas are matched in their canonical spelling (``ClNa`` finds ``NaCl``); unparseable ones match nothing.
     """
-    from cryspnet_gen.workflows.makers import canonical_formula
-
     query: dict[str, Any] = {"metadata.cryspnet.key": {"$exists": True}}
     if formulas is not None:
         canon = []
@@ -302,7 +302,7 @@ def run_local(
     from fireworks.core.rocket_launcher import rapidfire
     from tqdm.auto import tqdm
 
-    from cryspnet_gen.workflows.relax import torch_threads
+    from cryspnet_gen.runtime import torch_threads
     from cryspnet_gen.workflows.store import quiet_fireworks_loggers
 
     if handle.readonly:

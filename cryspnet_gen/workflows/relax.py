@@ -1,34 +1,22 @@
-"""Moved: in-process relaxation lives in :mod:`cryspnet_gen.relax` (imported by generation and workflows alike).
+"""Moved: in-process relaxation lives in :mod:`cryspnet_gen.relax` (imported by generation and workflows alike)
+and :class:`~cryspnet_gen.records.RelaxedCandidate` in :mod:`cryspnet_gen.records`.
 
-This module keeps the old import path ``cryspnet_gen.workflows.relax`` working.
+This module keeps the old import path ``cryspnet_gen.workflows.relax`` working: names are looked up there.
 """
 
-from cryspnet_gen.records import RelaxedCandidate
-from cryspnet_gen.relax import (
-    DEFAULT_FMAX,
-    DEFAULT_STEPS,
-    StructureRelaxation,
-    load_chgnet_optimizer,
-    rank_by_energy,
-    relax_candidates,
-    relax_structure,
-    relaxed_candidate,
-    space_group_of,
-)
-from cryspnet_gen.runtime import torch_threads
-from cryspnet_gen.symmetry import SYMPREC
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_FMAX",
-    "DEFAULT_STEPS",
-    "SYMPREC",
-    "RelaxedCandidate",
-    "StructureRelaxation",
-    "load_chgnet_optimizer",
-    "rank_by_energy",
-    "relax_candidates",
-    "relax_structure",
-    "relaxed_candidate",
-    "space_group_of",
-    "torch_threads",
-]
+import importlib
+from typing import Any
+
+_HOMES = ("cryspnet_gen.relax", "cryspnet_gen.records", "cryspnet_gen.runtime", "cryspnet_gen.symmetry")
+
+
+def __getattr__(name: str) -> Any:
+    for home in _HOMES:
+        module = importlib.import_module(home)
+        if name in getattr(module, "__all__", ()):
+            return getattr(module, name)
+    raise AttributeError(
+        f"module 'cryspnet_gen.workflows.relax' has no attribute {name!r} (moved to cryspnet_gen.relax)"
+    )

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryspnet_gen.workflows.relax import RelaxedCandidate, rank_by_energy
+from cryspnet_gen.records import RelaxedCandidate
+from cryspnet_gen.relax import rank_by_energy
 
 if TYPE_CHECKING:
     from cryspnet_gen.workflows.store import StoreHandle

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from jobflow import Maker
     from pymatgen.core import Structure
 
-    from cryspnet_gen.generate import Candidate
+    from cryspnet_gen.records import Candidate
 
 __all__ = ["VaspSetupError", "input_set_generator_of", "write_vasp_inputs", "write_vasp_inputs_for"]
 

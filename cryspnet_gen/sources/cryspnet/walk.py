@@ -24,6 +24,7 @@ from cryspnet_gen.records import (
     LatticePrediction,
     Prediction,
     SkippedPair,
+    prediction_fields,
 )
 from cryspnet_gen.sources.cryspnet.build import PyxtalJob, TimeLimit, check_structure, run_job
 from cryspnet_gen.sources.cryspnet.cells import cell_shape, precheck, scaled_cell, volume_per_atom, z_options
@@ -268,7 +269,6 @@ def _candidate(
     cell: np.ndarray,
     notes: list[str],
 ) -> Candidate:
-    lat = pair.lattice
     return Candidate(
         formula=fu.formula,
         rank=rank,
@@ -281,16 +281,8 @@ def _candidate(
         structure=structure,
         z=z,
         formula_unit=fu.text,
-        lattice_parameters=dict(lat.parameters) if lat is not None else {},
-        lattice_parameters_std=dict(lat.parameters_std) if lat is not None else {},
-        predicted_cell=list(lat.cell) if lat is not None and lat.cell is not None else None,
-        predicted_cell_std=list(lat.cell_std) if lat is not None and lat.cell_std is not None else None,
         cell=[float(x) for x in cell],
-        volume_per_atom=pred.volume_per_atom,
-        volume_per_atom_std=pred.volume_per_atom_std,
-        model=pred.model,
-        bundle=pred.bundle,
-        bundle_version=pred.bundle_version,
+        **prediction_fields(pred, pair.bravais),
         seed=opts.seed,
         attempt=attempt,
         pair_rank=pair.pair_rank,

@@ -325,7 +325,6 @@ def build_store(
     workers
         Processes for the symmetry analysis.
     """
-    import pandas as pd
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -398,6 +397,30 @@ def build_store(
             take(_analyse_chunk(part))
     bar.close()
 
+    filters = {
+        "max_sites": max_sites,
+        "max_e_above_hull": max_e_above_hull,
+        "excluded_formulas": len(excluded),
+    }
+    n_templates = _write_store(
+        out, rows, description=description, n_read=n_read, rejected=rejected, filters=filters
+    )
+    return BuildReport(out, n_read, n_templates, rejected, time.perf_counter() - start)
+
+
+def _write_store(
+    out: Path,
+    rows: list[dict[str, Any]],
+    *,
+    description: str,
+    n_read: int,
+    rejected: Counter,
+    filters: dict[str, Any],
+) -> int:
+    """Write the table (template ids made unique) and the manifest of a store; return the number of templates."""
+    import pandas as pd
+    import pymatgen.core
+
     ids = Counter(r["template_id"] for r in rows)
     dupes = {i for i, n in ids.items() if n > 1}
     if dupes:
@@ -410,8 +433,6 @@ def build_store(
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (STORE_TABLE + ".tmp")
     frame.to_parquet(tmp, index=False)
-    import pymatgen.core
-
     manifest = {
         "format": "cryspnet-gen template store",
         "version": STORE_VERSION,
@@ -420,15 +441,11 @@ def build_store(
         "n_templates": len(frame),
         "n_read": n_read,
         "rejected": dict(rejected),
-        "filters": {
-            "max_sites": max_sites,
-            "max_e_above_hull": max_e_above_hull,
-            "excluded_formulas": len(excluded),
-        },
+        "filters": filters,
         "symprec": SYMPREC,
         "pymatgen": pymatgen.core.__version__,
     }
     tmp.replace(out / STORE_TABLE)
     (out / STORE_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     clear_store_cache()
-    return BuildReport(out, n_read, len(frame), rejected, time.perf_counter() - start)
+    return len(frame)

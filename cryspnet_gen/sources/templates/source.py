@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from cryspnet_gen.formula import FormulaUnit, element_symbol, formula_unit
+from cryspnet_gen.formula import BravaisModel, FormulaUnit, element_symbol, formula_unit
 from cryspnet_gen.options import DEFAULT_MAX_ATOMS
 from cryspnet_gen.predict import Predictor, predict_all_pairs
-from cryspnet_gen.records import Candidate, CandidateList, Prediction
+from cryspnet_gen.records import Candidate, CandidateList, Prediction, prediction_fields
 from cryspnet_gen.sources.templates.scoring import (
+    TemplateOption,
     TemplateScoring,
     build_option,
     pair_probabilities,
@@ -18,6 +20,9 @@ from cryspnet_gen.sources.templates.scoring import (
 )
 from cryspnet_gen.sources.templates.store import ENV_VAR, TemplateStore, TemplateStoreError, resolve_store
 from cryspnet_gen.symmetry import bravais_of, space_group_symbol
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
 
 __all__ = ["SOURCE", "template_candidates"]
 
@@ -33,7 +38,7 @@ def template_candidates(
     templates: TemplateStore | str | os.PathLike[str] | None = None,
     prediction: Prediction | None = None,
     predictor: Predictor | None = None,
-    model: str = "master",
+    model: BravaisModel = "master",
     max_atoms: int = DEFAULT_MAX_ATOMS,
     scoring: TemplateScoring | None = None,
     exclude_formulas: Iterable[str] = (),
@@ -100,7 +105,6 @@ def template_candidates(
     vpa = None if prediction is None else prediction.volume_per_atom
     matcher = StructureMatcher()
     found: list[Candidate] = []
-    n_atoms_fu = fu.n_atoms
     limit = max_built if max_built is not None else 10 * k + 20
     tried = 0
     for opt in options:
@@ -126,51 +130,53 @@ def template_candidates(
             for c in found
         ):
             continue
-        bravais = bravais_of(sg)
-        g = ranked.get(sg)
-        lat = None
-        if prediction is not None and prediction.error is None:
-            lat = next((la for la in prediction.lattices if la.bravais == bravais), None)
-        swaps = [
-            f"{element_symbol(s)}->{element_symbol(t)}"
-            for s, t in zip((int(z) for z in row["elements"]), opt.mapping, strict=True)
-            if s != t
-        ]
         found.append(
-            Candidate(
-                formula=formula,
-                rank=len(found) + 1,
-                bravais=bravais,
-                space_group=sg,
-                space_group_symbol=space_group_symbol(sg),
-                probability=opt.p_pair,
-                bravais_probability=float(g.bravais_probability) if g is not None else 0.0,
-                space_group_probability=float(g.space_group_probability) if g is not None else 0.0,
-                structure=structure,
-                z=round(len(structure) / n_atoms_fu),
-                formula_unit=fu.text,
-                lattice_parameters=dict(lat.parameters) if lat is not None else {},
-                lattice_parameters_std=dict(lat.parameters_std) if lat is not None else {},
-                predicted_cell=list(lat.cell) if lat is not None and lat.cell is not None else None,
-                predicted_cell_std=list(lat.cell_std)
-                if lat is not None and lat.cell_std is not None
-                else None,
-                cell=[float(x) for x in structure.lattice.parameters],
-                volume_per_atom=vpa,
-                volume_per_atom_std=None if prediction is None else prediction.volume_per_atom_std,
-                model=getattr(prediction, "model", model),
-                bundle=getattr(prediction, "bundle", ""),
-                bundle_version=getattr(prediction, "bundle_version", ""),
-                pair_rank=ranks.get(sg, 0),
-                source=SOURCE,
-                template_id=str(row["template_id"]),
-                score=opt.score,
-                notes=[
-                    f"template {row['template_id']} ({row['formula']}, {space_group_symbol(template_sg)}), "
-                    + (f"substituted {', '.join(swaps)}" if swaps else "same elements")
-                    + ("" if vpa else "; template volume kept (no volume prediction)")
-                ],
-            )
+            _candidate(fu, len(found) + 1, structure, sg, opt, row, prediction, ranked.get(sg), ranks)
         )
     stop = None if len(found) >= k else f"{len(found)} distinct template structures for {anon}"
     return CandidateList(found, formula=formula, stop_reason=stop)
+
+
+def _candidate(
+    fu: FormulaUnit,
+    rank: int,
+    structure: Structure,
+    sg: int,
+    opt: TemplateOption,
+    row: Any,
+    prediction: Prediction | None,
+    group: Any,
+    ranks: dict[int, int],
+) -> Candidate:
+    """The candidate of one built template option (``group``: the prediction's ranked group, if any)."""
+    template_sg = int(row["space_group"])
+    swaps = [
+        f"{element_symbol(s)}->{element_symbol(t)}"
+        for s, t in zip((int(z) for z in row["elements"]), opt.mapping, strict=True)
+        if s != t
+    ]
+    has_volume = prediction is not None and prediction.volume_per_atom
+    return Candidate(
+        formula=fu.formula,
+        rank=rank,
+        bravais=bravais_of(sg),
+        space_group=sg,
+        space_group_symbol=space_group_symbol(sg),
+        probability=opt.p_pair,
+        bravais_probability=float(group.bravais_probability) if group is not None else 0.0,
+        space_group_probability=float(group.space_group_probability) if group is not None else 0.0,
+        structure=structure,
+        z=round(len(structure) / fu.n_atoms),
+        formula_unit=fu.text,
+        cell=[float(x) for x in structure.lattice.parameters],
+        **prediction_fields(prediction, bravais_of(sg)),
+        pair_rank=ranks.get(sg, 0),
+        source=SOURCE,
+        template_id=str(row["template_id"]),
+        score=opt.score,
+        notes=[
+            f"template {row['template_id']} ({row['formula']}, {space_group_symbol(template_sg)}), "
+            + (f"substituted {', '.join(swaps)}" if swaps else "same elements")
+            + ("" if has_volume else "; template volume kept (no volume prediction)")
+        ],
+    )

@@ -1,0 +1,48 @@
+"""``cryspnet-gen data build``: the labelled tables and splits from the open data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES
+
+__all__ = ["add_subcommands", "cmd_data_build"]
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from cryspnet_gen.data import build
+
+    result = build(
+        args.data_dir,
+        workers=args.workers,
+        use_cache=not args.no_cache,
+        progress=not args.quiet,
+        max_rows=args.max_rows,
+    )
+    if result.structures.from_cache:
+        print("structure table: loaded from cache (inputs unchanged)")
+    print(result.summary(policy=args.labels, seed=args.seed))
+    for source, mid, reason in result.structures.errors[:10]:
+        print(f"skipped {source} {mid}: {reason}", file=sys.stderr)
+    return 0
+
+
+def add_build(subparsers: Any) -> None:
+    b = subparsers.add_parser("build", help="build (or load from cache) the tables and print a summary")
+    b.add_argument("--data-dir", help=DATA_DIR_HELP)
+    b.add_argument("--workers", type=int, default=None, help="processes for the symmetry analysis")
+    b.add_argument("--no-cache", action="store_true", help="rebuild and do not write the cache")
+    b.add_argument("--max-rows", type=int, default=None, help="use only the first N rows of each source")
+    b.add_argument("--labels", choices=LABEL_POLICIES, default="mp", help="labelling policy")
+    b.add_argument("--seed", type=int, default=0, help="validation draw seed")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_data_build)
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``data`` (and its action ``build``) to the ``cryspnet-gen`` subparsers."""
+    p = subparsers.add_parser("data", help="build the labelled tables and splits from the open data")
+    actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    add_build(actions)

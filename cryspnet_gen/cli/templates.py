@@ -1,0 +1,165 @@
+"""``cryspnet-gen templates build | info | lookup``: template stores (known structures as candidates)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryspnet_gen.cli.common import CLIError, read_formulas
+
+if TYPE_CHECKING:
+    from cryspnet_gen.sources.templates import TemplateRecord, TemplateStore
+
+__all__ = [
+    "add_subcommands",
+    "cmd_templates_build",
+    "cmd_templates_info",
+    "cmd_templates_lookup",
+    "open_store",
+    "template_records",
+]
+
+STORE_HELP = "store folder (default $CRYSPNET_GEN_TEMPLATES)"
+
+
+def template_records(args: argparse.Namespace) -> tuple[Iterable[TemplateRecord], str]:
+    """The records of ``--from`` and a description of where they came from."""
+    from cryspnet_gen.sources import templates as T
+
+    src = str(args.source)
+    if src == "materials-project":
+        records = T.records_from_materials_project(
+            args.api_key, max_sites=args.max_sites, max_e_above_hull=args.max_e_above_hull
+        )
+        return records, "Materials Project API"
+    if (Path(src) / "mp2025_topology").is_dir():
+        return T.records_from_data_dir(src), f"Materials Project structures of the data folder {src}"
+    if Path(src).is_dir():
+        return T.records_from_folder(src), f"structure files under {src}"
+    raise CLIError(
+        f"--from {src!r} is neither a folder nor 'materials-project'; give a data folder (with "
+        "mp2025_topology/), a folder of CIF/POSCAR/JSON files, or materials-project"
+    )
+
+
+def cmd_templates_build(args: argparse.Namespace) -> int:
+    from cryspnet_gen.sources.templates import build_store
+
+    src = str(args.source)
+    records, description = template_records(args)
+    excluded: list[str] = []
+    if args.exclude_formulas:
+        excluded += read_formulas([], args.exclude_formulas)
+    if args.exclude_test_sets:
+        from cryspnet_gen.data import read_test_formulas
+
+        tests = read_test_formulas(args.data_dir or (src if Path(src, "mp2025_topology").is_dir() else None))
+        excluded += sorted(set().union(*tests.values()))
+        description += " without the MPTS-52 and MP-20 test formulas"
+    report = build_store(
+        records,
+        args.out,
+        max_sites=args.max_sites,
+        max_e_above_hull=args.max_e_above_hull,
+        exclude_formulas=excluded,
+        description=description,
+        workers=args.workers,
+        overwrite=args.force,
+        progress=not args.quiet,
+    )
+    print(report)
+    return 0 if report.n_stored else 1
+
+
+def open_store(path: str | None) -> TemplateStore:
+    """The store at ``path``, else the one named by ``$CRYSPNET_GEN_TEMPLATES``."""
+    from cryspnet_gen.sources.templates import ENV_VAR, resolve_store
+
+    store = resolve_store(path)
+    if store is None:
+        raise CLIError(f"no store given and {ENV_VAR} is not set")
+    return store
+
+
+def cmd_templates_info(args: argparse.Namespace) -> int:
+    import json
+
+    store = open_store(args.store)
+    print(store)
+    print(json.dumps(store.manifest, indent=1))
+    return 0
+
+
+def cmd_templates_lookup(args: argparse.Namespace) -> int:
+    from cryspnet_gen.formula import anonymous_formula
+    from cryspnet_gen.symmetry import space_group_symbol
+
+    store = open_store(args.store)
+    try:
+        anon = anonymous_formula(args.formula)
+    except ValueError as exc:
+        raise CLIError(f"formula {args.formula!r}: {exc}") from exc
+    rows = store.lookup(args.formula)
+    print(f"{args.formula}: anonymous formula {anon}, {len(rows)} templates")
+    for sg, group in sorted(rows.groupby("space_group"), key=lambda kv: -len(kv[1]))[: args.n]:
+        examples = ", ".join(
+            f"{f} ({i})" for f, i in zip(group["formula"][:3], group["template_id"][:3], strict=True)
+        )
+        print(
+            f"  {space_group_symbol(int(sg)):>12} ({int(sg):>3})  {len(group):>5} templates, e.g. {examples}"
+        )
+    return 0
+
+
+def add_build(subparsers: Any) -> None:
+    b = subparsers.add_parser("build", help="build a template store from structures")
+    b.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="a data folder like ../shared/data, a folder of CIF/POSCAR/JSON files, or 'materials-project'",
+    )
+    b.add_argument("--out", required=True, help="store folder to write")
+    b.add_argument("--max-sites", type=int, help="leave out structures with more atoms")
+    b.add_argument(
+        "--max-e-above-hull", type=float, help="leave out structures further above the hull (eV/atom)"
+    )
+    b.add_argument("--exclude-formulas", help="file of formulas to leave out (one per line or CSV 'formula')")
+    b.add_argument(
+        "--exclude-test-sets",
+        action="store_true",
+        help="leave out the MPTS-52 and MP-20 test formulas of the data folder (for benchmarking)",
+    )
+    b.add_argument("--data-dir", help="data folder for --exclude-test-sets (default: as for other commands)")
+    b.add_argument("--api-key", help="Materials Project API key (default $MP_API_KEY)")
+    b.add_argument("--workers", type=int, default=1, help="processes for the symmetry analysis (default 1)")
+    b.add_argument("--force", action="store_true", help="replace an existing store")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_templates_build)
+
+
+def add_info(subparsers: Any) -> None:
+    i = subparsers.add_parser("info", help="what a store holds")
+    i.add_argument("store", nargs="?", help=STORE_HELP)
+    i.set_defaults(func=cmd_templates_info)
+
+
+def add_lookup(subparsers: Any) -> None:
+    q = subparsers.add_parser("lookup", help="templates of a formula's anonymous formula, by space group")
+    q.add_argument("formula")
+    q.add_argument("--store", help=STORE_HELP)
+    q.add_argument("-n", type=int, default=10, help="space groups to list (default 10)")
+    q.set_defaults(func=cmd_templates_lookup)
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``templates`` (and its actions ``build``, ``info``, ``lookup``) to the ``cryspnet-gen`` subparsers."""
+    p = subparsers.add_parser(
+        "templates", help="build and inspect template stores (known structures as candidates)"
+    )
+    actions = p.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
+    add_build(actions)
+    add_info(actions)
+    add_lookup(actions)

@@ -1,0 +1,130 @@
+"""``cryspnet-gen train`` and ``cryspnet-gen evaluate``: model bundles from the open data, and their reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES, CLIError
+
+if TYPE_CHECKING:
+    from cryspnet_gen.train import TrainConfig
+
+__all__ = ["add_subcommands", "cmd_evaluate", "cmd_train", "train_config"]
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``--preset`` (or default) configuration with the ``--config`` JSON file's fields applied."""
+    import json
+
+    from cryspnet_gen.train import TrainConfig
+
+    config = TrainConfig.preset(args.preset) if args.preset else TrainConfig()
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise CLIError(f"config file {args.config!r} does not exist")
+        overrides = json.loads(path.read_text())
+        unknown = set(overrides) - set(config.as_dict()) - {"@module", "@class", "@version"}
+        if unknown:
+            raise CLIError(f"{args.config}: unknown TrainConfig field(s) {sorted(unknown)}")
+        config = TrainConfig(
+            **{k: v for k, v in {**config.as_dict(), **overrides}.items() if not k.startswith("@")}
+        )
+    config.quiet = args.quiet
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from cryspnet_gen.train import train_from_data
+
+    config = train_config(args)
+    start = time.perf_counter()
+    path = train_from_data(
+        args.split,
+        out_dir=args.out,
+        name=args.name,
+        version=args.version,
+        data_dir=args.data_dir,
+        labels=args.labels,
+        config=config,
+        seed=args.seed,
+        max_rows=args.max_rows,
+        overwrite=args.force,
+    )
+    print(f"trained bundle written to {path} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cryspnet_gen.evaluate import evaluate
+    from cryspnet_gen.predict import load_predictor
+    from cryspnet_gen.train import frame_and_features
+
+    predictor = load_predictor(path=args.model_path)
+    frame, X = frame_and_features(
+        "bench", data_dir=args.data_dir, progress=not args.quiet, max_rows=args.max_rows
+    )
+    ablation = {}
+    for spec in args.ablation or []:
+        policy, _, path = spec.partition("=")
+        if not path:
+            raise CLIError(f"--ablation takes POLICY=BUNDLE_DIR, got {spec!r}")
+        ablation[policy] = load_predictor(path=path)
+    report = evaluate(
+        predictor,
+        frame,
+        X,
+        out_dir=args.out,
+        random_forest=not args.no_rf,
+        rf_trees=args.rf_trees,
+        ablation=ablation or None,
+        seed=args.seed,
+    )
+    print(report.markdown)
+    print(f"report written to {args.out}")
+    return 0
+
+
+def add_train(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="train a model bundle on a named split of the open data")
+    p.add_argument(
+        "--split", choices=["bench", "full"], default="bench", help="bench: test formulas held out"
+    )
+    p.add_argument("--out", required=True, help="folder to write the bundle into (as OUT/NAME)")
+    p.add_argument("--name", default=None, help="bundle name (default cryspnet-SPLIT)")
+    p.add_argument("--version", default="1", help="bundle version string")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--labels", choices=LABEL_POLICIES, default="mp", help="labelling policy")
+    p.add_argument("--preset", default=None, help="named hyperparameter preset (see TrainConfig.preset)")
+    p.add_argument("--config", default=None, help="JSON file of TrainConfig fields overriding the preset")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=None, help="use only the first N rows of each source")
+    p.add_argument("--force", action="store_true", help="overwrite an existing bundle folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def add_evaluate(subparsers: Any) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluation report of a bench-split bundle on the test sets")
+    p.add_argument("--model-path", required=True, help="bundle folder trained on the bench split")
+    p.add_argument("--out", required=True, help="folder for evaluation.md, evaluation.json and plots")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--no-rf", action="store_true", help="skip the RandomForest baseline")
+    p.add_argument("--rf-trees", type=int, default=200)
+    p.add_argument(
+        "--ablation", action="append", metavar="POLICY=DIR", help="another bundle to score, e.g. mp+cod=DIR"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``train`` and ``evaluate`` to the ``cryspnet-gen`` subparsers."""
+    add_train(subparsers)
+    add_evaluate(subparsers)

@@ -1,0 +1,315 @@
+"""Bundle assembly: a labelled table + composition features -> a trained, validated model bundle.
+
+:func:`train_bundle` plans every task (:mod:`cryspnet_gen.train.tasks`), trains them in turn, scores the stored
+weights on the validation rows and writes the bundle (:func:`cryspnet_gen.bundle.save_bundle`);
+:func:`train_from_data` does the same from the open data of a named split.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from cryspnet_gen.bundle import WeightsDtype, save_bundle, storage_tensors
+from cryspnet_gen.nn import Standardizer
+from cryspnet_gen.predict import Predictor
+from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES
+from cryspnet_gen.train.config import TrainConfig
+from cryspnet_gen.train.engine import Progress, torch_settings_of
+from cryspnet_gen.train.table import TrainingRows, frame_and_features, prepare_rows
+from cryspnet_gen.train.tasks import (
+    TaskTrainer,
+    bravais_subsets,
+    bravais_task,
+    lattice_parameters,
+    lattice_task,
+    space_group_task,
+    volume_task,
+)
+
+if TYPE_CHECKING:
+    import os
+
+    import pandas as pd
+
+__all__ = ["train_bundle", "train_from_data", "validation_metrics"]
+
+
+def train_bundle(
+    frame: pd.DataFrame,
+    X: np.ndarray,
+    *,
+    config: TrainConfig | None = None,
+    out_dir: str | os.PathLike[str],
+    name: str,
+    version: str,
+    split_name: str,
+    feature_labels: Sequence[str],
+    featurizer_settings: dict[str, Any],
+    seed: int | None = None,
+    labels: str = "mp",
+    weights_dtype: WeightsDtype = "float16",
+    overwrite: bool = False,
+) -> Path:
+    """Train every network of a bundle, compute validation metrics and write the bundle.
+
+    Parameters
+    ----------
+    frame
+        Training table with the columns in :data:`cryspnet_gen.train.REQUIRED_COLUMNS` (``split`` in
+        ``train``/``val``/test names; only ``train`` rows are fitted, ``val`` rows drive early stopping and the
+        metrics).
+    X
+        Composition features aligned with ``frame`` (float32 ``(n, F)``, NaN rows for bad formulas).
+    config
+        Hyperparameters; defaults to ``TrainConfig()``.
+    out_dir
+        The bundle is written to ``out_dir / name``.
+    name, version
+        Bundle name and version.
+    split_name
+        Name of the data split recorded in the manifest (e.g. ``"bench"``).
+    feature_labels, featurizer_settings
+        ``featurize.feature_labels()`` and ``featurize.FEATURIZER_SETTINGS`` used to build ``X``.
+    seed
+        Overrides ``config.seed``.
+    labels
+        Which labels trained the bundle (e.g. ``"mp"`` or ``"mp+cod"``), recorded in the manifest.
+    weights_dtype
+        Storage precision of the weight matrices (see :func:`cryspnet_gen.bundle.save_bundle`).
+    overwrite
+        Replace an existing bundle.
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+    """
+    config = copy.deepcopy(config) if config is not None else TrainConfig()
+    if seed is not None:
+        config.seed = int(seed)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    labels_list = [str(s) for s in feature_labels]
+    if X.ndim != 2 or X.shape[1] != len(labels_list):
+        raise ValueError(f"X has {X.shape[-1]} columns but {len(labels_list)} feature labels were given")
+    rows = prepare_rows(frame, X)
+    train_all = np.flatnonzero(rows.train)
+    if not len(train_all):
+        raise ValueError("no training rows (split == 'train' with finite features)")
+    norm_state = Standardizer(n_features=X.shape[1]).fit(X[train_all]).state_dict()
+
+    bravais_rows = bravais_subsets(rows, config)
+    params = lattice_parameters(rows)
+    plans = [
+        bravais_task(rows, bravais_rows, config),
+        space_group_task(rows, config),
+        lattice_task(rows, params, config),
+        volume_task(rows, config),
+    ]
+    tasks: dict[str, Any] = {}
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    counts: dict[str, int] = {"train": len(train_all), "val": int(rows.val.sum())}
+    progress = Progress(sum(n.n_members for plan in plans for n in plan.networks), quiet=config.quiet)
+    trainer = TaskTrainer(torch.from_numpy(X).to(config.device), norm_state, config, progress)
+    try:
+        with torch_settings_of(config):
+            for plan in plans:
+                tasks[plan.name] = trainer.train_task(plan, tensors)
+                counts.update(plan.rows)
+    finally:
+        progress.close()
+
+    manifest: dict[str, Any] = {
+        "name": name,
+        "version": str(version),
+        "split": split_name,
+        "labels": labels,
+        "features": {"labels": labels_list, "settings": featurizer_settings, "n_features": X.shape[1]},
+        "bravais_lattices": list(BRAVAIS_LATTICES),
+        "parameter_names": {lat: list(PARAMETER_NAMES[lat]) for lat in BRAVAIS_LATTICES},
+        "tasks": tasks,
+        "train_config": asdict(config),
+        "training": {"seed": config.seed, "rows": counts, "early_stopping": config.stop_on},
+    }
+    # Score exactly what will be stored (the weights rounded to the storage dtype).
+    stored = {f: storage_tensors(t, weights_dtype) for f, t in tensors.items()}
+    predictor = Predictor(manifest, stored, check_features=False)
+    bravais_val = {model: va for model, (_, va) in bravais_rows.items()}
+    manifest["metrics"] = {
+        "validation": validation_metrics(predictor, X, rows, bravais_val, params),
+        "test": None,
+    }
+    return save_bundle(
+        Path(out_dir) / name, manifest, tensors, weights_dtype=weights_dtype, overwrite=overwrite
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# validation metrics
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float | None:
+    if len(y) < 2:
+        return None
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    if ss_tot <= 0:
+        return None
+    return 1.0 - float(((y - pred) ** 2).sum()) / ss_tot
+
+
+def validation_metrics(
+    predictor: Predictor,
+    X: np.ndarray,
+    rows: TrainingRows,
+    bravais_val: dict[str, np.ndarray],
+    params: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Bravais top-1/top-2, space-group top-1 given the true lattice, parameter and volume R² on ``val``.
+
+    Parameters
+    ----------
+    predictor
+        The trained bundle.
+    X, rows
+        Features and rows of the training table.
+    bravais_val
+        Validation rows of each Bravais model.
+    params
+        Per lattice, the true lattice parameters of every row (NaN when unknown).
+    """
+    lattices = predictor.bravais_lattices
+    out: dict[str, Any] = {"bravais": {}, "space_group": {}, "lattice": {}, "volume": {}}
+    for model, va in bravais_val.items():
+        if not len(va):
+            out["bravais"][model] = {"n": 0, "top1": None, "top2": None}
+            continue
+        mean, _ = predictor.bravais_probabilities(X[va], model=model)  # type: ignore[arg-type]
+        order = np.argsort(-mean, axis=1, kind="stable")
+        y = rows.bravais_idx[va]
+        recalls = [float((order[y == j, 0] == j).mean()) for j in range(len(lattices)) if (y == j).any()]
+        out["bravais"][model] = {
+            "n": len(va),
+            "top1": float((order[:, 0] == y).mean()),
+            "top2": float((order[:, :2] == y[:, None]).any(axis=1).mean()),
+            "balanced_top1": float(np.mean(recalls)),
+        }
+    per_lat: dict[str, Any] = {}
+    hits = total = 0
+    for j, lat in enumerate(lattices):
+        va = np.flatnonzero(rows.val & (rows.space_group > 0) & (rows.bravais_idx == j))
+        if not len(va):
+            continue
+        groups, mean, _ = predictor.space_group_probabilities(X[va], lat)
+        top = np.asarray(groups)[np.argmax(mean, axis=1)]
+        h = int((top == rows.space_group[va]).sum())
+        per_lat[lat] = {"n": len(va), "top1": h / len(va)}
+        hits, total = hits + h, total + len(va)
+    out["space_group"] = {"n": total, "top1": hits / total if total else None, "per_lattice": per_lat}
+    lat_metrics: dict[str, Any] = {}
+    for j, lat in enumerate(lattices):
+        p = params[lat]
+        va = np.flatnonzero(rows.val & (rows.bravais_idx == j) & np.isfinite(p).all(axis=1))
+        if not len(va):
+            continue
+        pred = predictor.lattice_parameter_members(X[va], lat).mean(axis=0)
+        names = list(predictor.manifest["parameter_names"][lat])
+        lat_metrics[lat] = {
+            "n": len(va),
+            "r2": {k: _r2(p[va, i], pred[:, i]) for i, k in enumerate(names)},
+            "mape": {
+                k: float(np.mean(np.abs(pred[:, i] / p[va, i] - 1)))
+                if np.isfinite(pred[:, i]).all()
+                else None
+                for i, k in enumerate(names)
+            },
+        }
+    out["lattice"] = {"per_lattice": lat_metrics}
+    va = np.flatnonzero(rows.val & rows.volume_ok)
+    if len(va):
+        mean, _ = predictor.volume_per_atom(X[va])
+        out["volume"] = {
+            "n": len(va),
+            "r2": _r2(rows.volume[va], mean),
+            "mae": float(np.abs(mean - rows.volume[va]).mean()),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data -> bundle
+# ---------------------------------------------------------------------------------------------------------
+
+
+def train_from_data(
+    split: Literal["bench", "full"] = "bench",
+    *,
+    out_dir: str | os.PathLike[str],
+    name: str | None = None,
+    version: str = "1",
+    data_dir: str | os.PathLike[str] | None = None,
+    labels: Literal["mp", "mp+cod", "experimental"] = "mp",
+    config: TrainConfig | None = None,
+    seed: int | None = None,
+    max_rows: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Build the split from the open data, featurize it and :func:`train_bundle` on it.
+
+    Parameters
+    ----------
+    split
+        ``"bench"`` (test formulas held out) or ``"full"`` (everything trains; for the shipped bundle).
+    out_dir
+        The bundle is written to ``out_dir / name``.
+    name
+        Bundle name; default ``cryspnet-<split>`` (``cryspnet-<split>-<labels>`` for other label policies).
+    version
+        Bundle version string.
+    data_dir
+        Data folder (see :func:`cryspnet_gen.config.resolve_data_dir`).
+    labels
+        Label policy of :mod:`cryspnet_gen.data`.
+    config
+        Hyperparameters (default ``TrainConfig()``).
+    seed
+        Seed for the validation draw and the training (default ``config.seed``).
+    max_rows
+        Use only the first rows of each source (smoke runs).
+    overwrite
+        Replace an existing bundle.
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+    """
+    from cryspnet_gen.featurize import FEATURIZER_SETTINGS, feature_labels
+
+    config = config if config is not None else TrainConfig()
+    seed = config.seed if seed is None else int(seed)
+    if name is None:
+        name = f"cryspnet-{split}" + ("" if labels == "mp" else f"-{labels.replace('+', '-')}")
+    frame, X = frame_and_features(
+        split, data_dir=data_dir, labels=labels, seed=seed, progress=not config.quiet, max_rows=max_rows
+    )
+    return train_bundle(
+        frame,
+        X,
+        config=config,
+        out_dir=out_dir,
+        name=name,
+        version=version,
+        split_name=split,
+        feature_labels=feature_labels(),
+        featurizer_settings=FEATURIZER_SETTINGS,
+        seed=seed,
+        labels=labels,
+        overwrite=overwrite,
+    )

@@ -1,0 +1,208 @@
+"""Training hyperparameters: :class:`TrainConfig` and its named presets (``TrainConfig.preset``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from monty.json import MSONable
+
+__all__ = ["RegressorScale", "SpaceGroupArch", "StopOn", "SubsetModel", "TrainConfig"]
+
+StopOn = Literal["val", "oob"]
+SpaceGroupArch = Literal["per_lattice", "shared_trunk"]
+SubsetModel = Literal["metal", "oxide"]
+RegressorScale = Literal["log", "linear"]
+
+
+@dataclass
+class TrainConfig(MSONable):
+    """Hyperparameters of :func:`cryspnet_gen.train.train_bundle` (stored in the bundle manifest).
+
+    Attributes
+    ----------
+    bravais_hidden, space_group_hidden, lattice_hidden, volume_hidden
+        Hidden widths of each task's MLP (their length is the depth).
+    dropout
+        Dropout after every hidden block (the paper's 0.1).
+    max_epochs, batch_size, max_lr, weight_decay, patience
+        AdamW + OneCycleLR over at most ``max_epochs``; early stopping after ``patience`` epochs without a
+        lower stopping loss, restoring the best weights.
+    n_members, n_members_space_group, n_members_lattice, n_members_volume
+        Ensemble sizes (Bravais models use ``n_members``).
+    bootstrap
+        Train each member on a bootstrap resample of the training rows (bagging).
+    oversample_power, space_group_oversample_power
+        Minority-class oversampling: a row of a class with ``n_c`` training rows is drawn with weight
+        ``n_c ** -power``, so class shares become proportional to ``n_c ** (1 - power)``. The default 0.5
+        (inverse-sqrt weights) lifts rare lattices/groups (e.g. oF, aP-like tails) well above their natural
+        share without the heavy duplication and prior distortion of full balancing (power 1); 0 disables it.
+    regressor_scale
+        ``"log"``: regressors squash their output into the training range on a log scale (default, suits
+        right-skewed lengths and volumes); ``"linear"``: the paper's linear ``sigmoid x scale``. See
+        :class:`cryspnet_gen.nn.Regressor`.
+    min_rows
+        Lattices with fewer training rows get no network: the space-group model becomes the training
+        frequency (a constant with one group) and the lattice model the stored training parameters.
+    min_val_rows
+        Fewest validation rows for early stopping on them; else out-of-bag rows are used.
+    stop_on
+        ``"val"``: early stopping on the validation split (the paper's setting; the reported validation
+        metrics are then mildly optimistic); ``"oob"``: on each member's out-of-bag rows, leaving the
+        validation split untouched.
+    space_group_arch
+        ``"per_lattice"``: one network per lattice (the paper); ``"shared_trunk"``: one network over all
+        training rows whose output layer holds per-lattice heads (the logits of a lattice's groups), trained
+        with the softmax restricted to the row's lattice.
+    subset_models
+        The paper's subset Bravais models to train besides the master model.
+    seed
+        Base seed (``train_bundle(seed=...)`` overrides it).
+    device
+        torch device for training (prediction runs on CPU).
+    num_threads
+        torch intra-op threads during training, restored afterwards (``None`` leaves the setting alone). The
+        default 1 is deliberate: at these network sizes a second thread gains little on an idle machine,
+        and on a busy 2-core machine it made a training step 10-25x slower (threads waiting for each other).
+    deterministic
+        Turn on ``torch.use_deterministic_algorithms`` while training.
+    quiet
+        Hide the progress bars.
+    restore_best
+        Keep the weights of the epoch with the lowest stopping loss (default). ``False`` keeps the weights at
+        the end of training, i.e. at the end of the one-cycle schedule: classifiers' cross-entropy on held-out
+        rows bottoms out early (over-confidence) while their accuracy keeps rising through the annealing phase,
+        so with ``patience >= max_epochs`` this trains the whole cycle (on the bench split: Bravais validation
+        top-1 0.47 restoring the best loss vs 0.53 at the end of the cycle, single network).
+    """
+
+    bravais_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
+    space_group_hidden: list[int] = field(default_factory=lambda: [256, 128])
+    lattice_hidden: list[int] = field(default_factory=lambda: [256, 128])
+    volume_hidden: list[int] = field(default_factory=lambda: [256, 128])
+    dropout: float = 0.1
+    max_epochs: int = 60
+    batch_size: int = 256
+    max_lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    n_members: int = 5
+    n_members_space_group: int = 3
+    n_members_lattice: int = 3
+    n_members_volume: int = 3
+    bootstrap: bool = True
+    oversample_power: float = 0.5
+    space_group_oversample_power: float = 0.5
+    min_rows: int = 50
+    min_val_rows: int = 20
+    regressor_scale: RegressorScale = "log"
+    stop_on: StopOn = "val"
+    space_group_arch: SpaceGroupArch = "per_lattice"
+    subset_models: list[str] = field(default_factory=lambda: ["metal", "oxide"])
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: int | None = 1
+    deterministic: bool = True
+    quiet: bool = False
+    restore_best: bool = True
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """A named configuration, optionally with fields overridden.
+
+        ``"shipped"``: the recipe of the bundles in ``models/``. ``"default"``: the dataclass defaults (the paper's
+        5-member ensembles, larger; not trained here). ``"fast"``: half-width networks and smaller
+        ensembles, for a bench-split run in a fraction of the time on a few CPU cores. ``"tiny"``: a smoke-test
+        configuration that trains a whole bundle in seconds (useless predictions).
+
+        Raises
+        ------
+        ValueError
+            For an unknown name.
+        """
+        presets: dict[str, dict[str, Any]] = {
+            "default": {},
+            "fast": {
+                "bravais_hidden": [256, 128],
+                "space_group_hidden": [128, 64],
+                "lattice_hidden": [128, 64],
+                "volume_hidden": [128, 64],
+                "max_epochs": 30,
+                "patience": 5,
+                "n_members": 3,
+                "n_members_space_group": 2,
+                "n_members_lattice": 2,
+                "n_members_volume": 2,
+            },
+            # the recipe of the shipped bundles (validation-chosen, see docs/evaluation.md): ~25 min per split
+            # on 2 busy cores
+            "shipped": {
+                "bravais_hidden": [512, 256, 128],
+                "space_group_hidden": [256, 128],
+                "lattice_hidden": [256, 128],
+                "volume_hidden": [256, 128],
+                "max_epochs": 30,
+                "patience": 30,
+                "n_members": 3,
+                "n_members_space_group": 2,
+                "n_members_lattice": 2,
+                "n_members_volume": 2,
+                "oversample_power": 0.25,
+                "space_group_oversample_power": 0.25,
+                "restore_best": False,
+            },
+            "tiny": {
+                "bravais_hidden": [48, 24],
+                "space_group_hidden": [24],
+                "lattice_hidden": [24],
+                "volume_hidden": [24],
+                "max_epochs": 3,
+                "patience": 2,
+                "n_members": 1,
+                "n_members_space_group": 1,
+                "n_members_lattice": 1,
+                "n_members_volume": 1,
+            },
+        }
+        if name not in presets:
+            raise ValueError(f"Unknown {name=}; available: {sorted(presets)}")
+        return cls(**{**presets[name], **overrides})
+
+    def __post_init__(self) -> None:
+        for name in ("bravais_hidden", "space_group_hidden", "lattice_hidden", "volume_hidden"):
+            widths = [int(w) for w in getattr(self, name)]
+            if not widths or min(widths) < 1:
+                raise ValueError(f"{name} must be a non-empty list of positive widths, got {widths}")
+            setattr(self, name, widths)
+        self.subset_models = list(self.subset_models)
+        if self.stop_on not in get_args(StopOn):
+            raise ValueError(f"Unknown stop_on={self.stop_on!r}; choose from {get_args(StopOn)}")
+        if self.regressor_scale not in get_args(RegressorScale):
+            raise ValueError(
+                f"Unknown regressor_scale={self.regressor_scale!r}; choose from {get_args(RegressorScale)}"
+            )
+        if self.space_group_arch not in get_args(SpaceGroupArch):
+            raise ValueError(
+                f"Unknown space_group_arch={self.space_group_arch!r}; choose from {get_args(SpaceGroupArch)}"
+            )
+        bad = [m for m in self.subset_models if m not in get_args(SubsetModel)]
+        if bad:
+            raise ValueError(f"Unknown subset_models {bad}; choose from {get_args(SubsetModel)}")
+        for name in (
+            "max_epochs",
+            "batch_size",
+            "n_members",
+            "n_members_space_group",
+            "n_members_lattice",
+            "n_members_volume",
+            "min_rows",
+            "patience",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.max_lr <= 0 or self.weight_decay < 0:
+            raise ValueError("max_lr must be > 0 and weight_decay >= 0")
+        if self.oversample_power < 0 or self.space_group_oversample_power < 0:
+            raise ValueError("oversampling powers must be >= 0")
