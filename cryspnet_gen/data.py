@@ -42,7 +42,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -269,15 +269,9 @@ def _analyze(rows: list[_Row]) -> list[tuple[str, tuple | None, str | None]]:
     return out
 
 
-_COMPUTED = (
-    "formula",
-    "space_group",
-    "bravais",
-    *CELL_COLUMNS,
-    "volume_per_atom",
-    "z",
-    "nsites",
-    "conv_nsites",
+# The columns _analyze computes from a CIF, in its order; the others come from the source files.
+_COMPUTED = tuple(
+    c for c in STRUCTURE_COLUMNS if c not in ("material_id", "source", "e_above_hull", "experimental")
 )
 
 
@@ -737,18 +731,13 @@ class DataBuild:
         return "\n".join(lines)
 
 
-def build(
-    data_dir: str | os.PathLike[str] | None = None,
-    *,
-    workers: int | None = None,
-    use_cache: bool = True,
-    progress: bool = True,
-    max_rows: int | None = None,
-) -> DataBuild:
-    """Build the structure table, the label table and the test formula sets from a data folder."""
-    structures = build_structure_table(
-        data_dir, workers=workers, use_cache=use_cache, progress=progress, max_rows=max_rows
-    )
+def build(data_dir: str | os.PathLike[str] | None = None, **table_options: Any) -> DataBuild:
+    """Build the structure table, the label table and the test formula sets from a data folder.
+
+    ``table_options`` (``workers``, ``use_cache``, ``progress``, ``max_rows``) go to
+    :func:`build_structure_table`.
+    """
+    structures = build_structure_table(data_dir, **table_options)
     cod, bad = read_cod_labels(data_dir)
     labels = build_label_table(structures.frame, cod)
     tests = read_test_formulas(data_dir)  # always the full test files, also when the table is a sample

@@ -323,6 +323,8 @@ def _build_tables() -> _Tables:
 # So they are kept on disk, keyed by everything they depend on: the featurizer settings and the matminer and
 # pymatgen versions. A missing, stale or unreadable file is rebuilt from matminer.
 _TABLES_FORMAT = 1
+# The fields of _Tables stored as they are (the others are packed into plain arrays).
+_ARRAY_TABLES = ("magpie", "valence", "n_valence", "electronegativity", "band_base")
 
 
 def _tables_cache_path() -> Any:
@@ -352,11 +354,7 @@ def _save_tables(path: Any, tables: _Tables, labels: tuple[str, ...]) -> None:
     with open(tmp, "wb") as fh:
         np.savez(
             fh,
-            magpie=tables.magpie,
-            valence=tables.valence,
-            n_valence=tables.n_valence,
-            electronegativity=tables.electronegativity,
-            band_base=tables.band_base,
+            **{name: getattr(tables, name) for name in _ARRAY_TABLES},
             ox_lengths=ox_lengths,
             ox_values=ox_values,
             stats=np.array(tables.stats),
@@ -375,11 +373,7 @@ def _load_tables(path: Any) -> tuple[_Tables, tuple[str, ...]]:
             for n, end in zip(data["ox_lengths"], ends, strict=True)
         )
         tables = _Tables(
-            magpie=data["magpie"],
-            valence=data["valence"],
-            n_valence=data["n_valence"],
-            electronegativity=data["electronegativity"],
-            band_base=data["band_base"],
+            **{name: data[name] for name in _ARRAY_TABLES},
             oxidation_states=states,
             stats=tuple(str(s) for s in data["stats"]),
             p_list=tuple(int(p) for p in data["p_list"]),

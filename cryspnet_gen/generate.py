@@ -197,13 +197,19 @@ def generate_many(
 
 
 def resolve_source(opts: GenerateOptions) -> tuple[str, TemplateStore | None]:
-    """The source a call uses and its template store: ``source=None`` means "both" when a store is given or
-    set in ``$CRYSPNET_GEN_TEMPLATES``, else "cryspnet"."""
+    """The source a call uses and its template store.
+
+    ``source=None`` means "both": templates from the given store, ``$CRYSPNET_GEN_TEMPLATES`` or the prototype
+    library shipped in the package, then CRYSPNet structures; "cryspnet" when no store can be found (a package
+    installed without its library). ``source="cryspnet"`` turns templates off.
+    """
     source = opts.source
     store = resolve_store(opts.templates) if source != "cryspnet" else None
     if source is None:
         if store is None:
-            logger.info("templates are off (no template store given and %s is not set)", ENV_VAR)
+            logger.info(
+                "no template store (none given, %s not set, no shipped library): CRYSPNet only", ENV_VAR
+            )
         source = "both" if store is not None else "cryspnet"
     if source != "cryspnet" and store is None:
         raise ValueError(
@@ -238,15 +244,7 @@ def candidates_for(
         return found, (failure_message(fu.formula, found, opts.k) if len(found) < opts.k else None)
     if pred.error is not None:
         raise ValueError(f"formula {fu.formula!r} cannot be predicted: {pred.error}")
-    from_templates = template_candidates(
-        fu,
-        opts.k,
-        templates=store,
-        prediction=pred,
-        max_atoms=opts.max_atoms,
-        space_groups=opts.space_groups,
-        bravais=opts.bravais,
-    )
+    from_templates = template_candidates(fu, templates=store, prediction=pred, options=opts)
     if source == "templates" and (from_templates or not fallback):
         message = None
         if len(from_templates) < opts.k:

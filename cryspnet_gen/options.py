@@ -98,8 +98,12 @@ class GenerateOptions:
         anonymous formula, substituted and scaled) or ``"both"`` (one list ranked by score). ``None``:
         ``"both"`` when a template store is given or set in ``$CRYSPNET_GEN_TEMPLATES``, else ``"cryspnet"``.
     templates
-        A template store (:class:`~cryspnet_gen.sources.templates.TemplateStore` or its folder); ``None``
-        reads ``$CRYSPNET_GEN_TEMPLATES``.
+        A template store or prototype library (:class:`~cryspnet_gen.sources.templates.TemplateStore` or its
+        folder); ``None`` reads ``$CRYSPNET_GEN_TEMPLATES``, else uses the prototype library shipped in the
+        package.
+    known
+        When the formula is itself a compound of the store (a known compound), its own structures come first,
+        marked ``source="known"``; ``False`` leaves them out (for benchmarks).
     """
 
     k: int = 3
@@ -117,6 +121,7 @@ class GenerateOptions:
     relax_steps: int = DEFAULT_RELAX_STEPS
     source: Source | None = None
     templates: Any = None
+    known: bool = True
 
     def __post_init__(self) -> None:
         from cryspnet_gen.symmetry import BRAVAIS_LATTICES, bravais_of
@@ -170,6 +175,8 @@ class GenerateOptions:
                     f"none of space_groups={list(self.space_groups)} belongs to bravais={lattices}"
                 )
             put("bravais", tuple(lattices))
+        if not isinstance(self.known, (bool, np.bool_)):
+            raise ValueError(f"known must be True or False, got {self.known!r}")
         if isinstance(self.templates, os.PathLike):
             put("templates", os.fspath(self.templates))
 

@@ -32,7 +32,7 @@ from cryspnet_gen.bundle import (
 )
 from cryspnet_gen.formula import BravaisModel, subset_mask
 from cryspnet_gen.records import LatticePrediction, Prediction
-from cryspnet_gen.runtime import torch_threads
+from cryspnet_gen.runtime import forward_moved, torch_threads
 
 if TYPE_CHECKING:
     import os
@@ -67,14 +67,7 @@ _MOVED = {
     "cryspnet_gen.records": ("LatticePrediction", "RankedGroup", "predictions_to_dataframe"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    for home, names in _MOVED.items():
-        if name in names:
-            return getattr(importlib.import_module(home), name)
-    raise AttributeError(f"module 'cryspnet_gen.predict' has no attribute {name!r}")
+__getattr__ = forward_moved("cryspnet_gen.predict", _MOVED)
 
 
 logger = logging.getLogger(__name__)

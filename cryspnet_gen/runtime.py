@@ -1,11 +1,44 @@
-"""Process settings: torch threads and determinism (one place for every layer that runs torch)."""
+"""Process settings: torch threads and determinism (one place for every layer that runs torch), and the
+forwarding of names that moved to other modules (:func:`forward_moved`)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import importlib
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any
 
-__all__ = ["torch_settings", "torch_threads"]
+__all__ = ["forward_moved", "torch_settings", "torch_threads"]
+
+
+def forward_moved(
+    module: str, homes: Sequence[str] | Mapping[str, Collection[str]], hint: str = ""
+) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` for ``module`` that finds the names that moved out of it in ``homes``.
+
+    Parameters
+    ----------
+    module
+        The old module's name (for the error message).
+    homes
+        Modules searched in turn for a name in their ``__all__``, or a mapping from each module to the names
+        that moved there. A home is imported on first use.
+    hint
+        Appended to the ``AttributeError`` message of a name found nowhere, e.g. where the code went.
+    """
+
+    def moved_to(home: str) -> Collection[str]:
+        if isinstance(homes, Mapping):
+            return homes[home]
+        return getattr(importlib.import_module(home), "__all__", ())
+
+    def __getattr__(name: str) -> Any:
+        for home in homes:
+            if name in moved_to(home):
+                return getattr(importlib.import_module(home), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}{hint}")
+
+    return __getattr__
 
 
 @contextlib.contextmanager

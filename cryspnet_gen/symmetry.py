@@ -194,12 +194,10 @@ def _groups_by_bravais() -> dict[str, tuple[int, ...]]:
 
 
 def _check_space_group(space_group: Any) -> int:
-    if isinstance(space_group, (bool, np.bool_)) or not isinstance(space_group, (int, np.integer)):
+    is_int = isinstance(space_group, (int, np.integer)) and not isinstance(space_group, (bool, np.bool_))
+    if not is_int or not 1 <= int(space_group) <= 230:
         raise ValueError(f"Invalid space group {space_group!r}: expected an integer in 1..230")
-    number = int(space_group)
-    if not 1 <= number <= 230:
-        raise ValueError(f"Invalid space group {space_group!r}: expected an integer in 1..230")
-    return number
+    return int(space_group)
 
 
 def _check_bravais(bravais: Any) -> str:
@@ -216,18 +214,8 @@ def _crystal_system(number: int) -> str:
 
 
 def crystal_system_of(space_group: int) -> str:
-    """Crystal system of a space group.
-
-    Parameters
-    ----------
-    space_group
-        International number, 1..230.
-
-    Returns
-    -------
-    str
-        One of :data:`CRYSTAL_SYSTEMS` (``"trigonal"`` for 143..167, ``"hexagonal"`` for 168..194).
-    """
+    """Crystal system of a space group (international number 1..230, as :func:`bravais_of` takes it): one of
+    :data:`CRYSTAL_SYSTEMS` (``"trigonal"`` for 143..167, ``"hexagonal"`` for 168..194)."""
     return _crystal_system(_check_space_group(space_group))
 
 

@@ -7,18 +7,10 @@ is looked up in those two modules on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cryspnet_gen.runtime import forward_moved
 
-_HOMES = ("cryspnet_gen.sources.templates", "cryspnet_gen.ranking", "cryspnet_gen.formula")
-
-
-def __getattr__(name: str) -> Any:
-    for home in _HOMES:
-        module = importlib.import_module(home)
-        if name in getattr(module, "__all__", ()):
-            return getattr(module, name)
-    raise AttributeError(
-        f"module 'cryspnet_gen.templates' has no attribute {name!r} (template code moved to "
-        f"cryspnet_gen.sources.templates and cryspnet_gen.ranking)"
-    )
+__getattr__ = forward_moved(
+    "cryspnet_gen.templates",
+    ("cryspnet_gen.sources.templates", "cryspnet_gen.ranking", "cryspnet_gen.formula"),
+    " (template code moved to cryspnet_gen.sources.templates and cryspnet_gen.ranking)",
+)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any, cast
 
+from cryspnet_gen.arguments import add_source_options
 from cryspnet_gen.cli.common import (
     CLIError,
     add_bravais_model,
@@ -34,8 +35,24 @@ def output_formats(text: str) -> tuple[FileFormat, ...]:
     return tuple(cast("FileFormat", f) for f in names)
 
 
+#: GenerateOptions field -> argument of ``cryspnet-gen generate``.
+OPTION_ARGS = {
+    "k": "k",
+    "seed": "seed",
+    "model": "bravais_model",
+    "max_atoms": "max_atoms",
+    "space_groups": "space_group",
+    "timeout": "timeout",
+    "relax": "relax",
+    "relax_steps": "steps",
+    "source": "source",
+    "known": "known",
+}
+
+
 def generate_options(args: argparse.Namespace) -> GenerateOptions:
     """The :class:`~cryspnet_gen.options.GenerateOptions` of the arguments (the template store loaded once)."""
+    from cryspnet_gen.arguments import option_values
     from cryspnet_gen.options import GenerateOptions
     from cryspnet_gen.sources.templates import ENV_VAR, resolve_store
 
@@ -44,24 +61,8 @@ def generate_options(args: argparse.Namespace) -> GenerateOptions:
         raise CLIError(
             f"--source {args.source} needs --templates STORE or {ENV_VAR} (see 'cryspnet-gen templates build')"
         )
-    if store is None and args.source is None and not args.quiet:
-        print(
-            f"templates are off (no --templates and {ENV_VAR} unset): CRYSPNet candidates only",
-            file=sys.stderr,
-        )
     try:
-        return GenerateOptions(
-            k=args.k,
-            seed=args.seed,
-            model=args.bravais_model,
-            max_atoms=args.max_atoms,
-            space_groups=args.space_group,
-            timeout=args.timeout,
-            relax=args.relax,
-            relax_steps=args.steps,
-            source=args.source,
-            templates=store,
-        )
+        return GenerateOptions(**option_values(args, OPTION_ARGS), templates=store)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
 
@@ -127,13 +128,9 @@ def add_subcommands(subparsers: Any) -> None:
     add_bravais_model(p)
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--source",
-        choices=["cryspnet", "templates", "both"],
-        default=None,
-        help="candidate source (default: both with a template store, else cryspnet)",
-    )
-    p.add_argument(
-        "--templates", default=None, help="template store folder (default $CRYSPNET_GEN_TEMPLATES)"
+    add_source_options(
+        p,
+        templates_help="template store or prototype library folder (default $CRYSPNET_GEN_TEMPLATES, else the "
+        "prototype library shipped with cryspnet-gen)",
     )
     p.set_defaults(func=cmd_generate)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryspnet_gen.csp.matching import (
     CandidateMatch,
+    ReferenceFacts,
     ReferenceInfo,
     compare_structure,
     describe_reference,
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FormulaResult:
+class FormulaResult(ReferenceFacts):
     """Everything recorded for one test formula (one line of the results JSONL file).
 
     ``candidates`` are the generated candidates, most likely first; ``relaxed`` the first ``relax_top`` of
@@ -66,14 +67,6 @@ class FormulaResult:
     candidates, or the recorded time of saved ones), ``match``, ``relax`` and ``total``.
     """
 
-    formula: str
-    material_id: str
-    space_group: int
-    bravais: str
-    nsites: int
-    prim_nsites: int
-    fu_atoms: int
-    wyckoff: list[list[Any]] | None
     true_pair_rank: int | None
     true_pair_probability: float | None
     true_group_skip: str | None
@@ -148,6 +141,7 @@ class CspSettings:
             timeout_per_group=self.timeout_per_group,
             source=self.source,  # type: ignore[arg-type]
             templates=self.templates,
+            known=False,  # a benchmark formula's own structure must never be looked up
         )
 
 
@@ -267,21 +261,7 @@ class CspEvaluator:
         )
 
         t0 = time.perf_counter()
-        cands = [
-            compare_structure(
-                c.structure,
-                ref,
-                self._matcher,
-                rank=c.rank,
-                space_group=c.space_group,
-                generated_space_group=c.space_group,
-                pair_rank=c.pair_rank,
-                reference=reference.structure,
-                source=c.source,
-                template_id=c.template_id,
-            )
-            for c in found
-        ]
+        cands = [self._compare(c, c.structure, c.space_group, ref, reference.structure) for c in found]
         seconds["match"] = time.perf_counter() - t0
 
         relaxed = None
@@ -291,14 +271,7 @@ class CspEvaluator:
             seconds["relax"] = time.perf_counter() - t0
         seconds["total"] = sum(seconds.values())
         return FormulaResult(
-            formula=reference.formula,
-            material_id=reference.material_id,
-            space_group=ref.space_group,
-            bravais=ref.bravais,
-            nsites=ref.nsites,
-            prim_nsites=ref.prim_nsites,
-            fu_atoms=ref.fu_atoms,
-            wyckoff=ref.wyckoff,
+            **ref.facts(),
             true_pair_rank=true_rank,
             true_pair_probability=true_p,
             true_group_skip=None if true_skip is None else _shorten(true_skip),
@@ -342,6 +315,29 @@ class CspEvaluator:
             seconds["generate"] = cryspnet.seconds + cryspnet.saved_seconds
         return found, cryspnet, error
 
+    def _compare(
+        self,
+        c: Candidate,
+        structure: Structure,
+        space_group: int | None,
+        ref: ReferenceInfo,
+        reference: Structure,
+    ) -> CandidateMatch:
+        """Candidate ``c`` as ``structure`` (in ``space_group``: as built, or after relaxation) compared with
+        the reference."""
+        return compare_structure(
+            structure,
+            ref,
+            self._matcher,
+            rank=c.rank,
+            space_group=space_group,
+            generated_space_group=c.space_group,
+            pair_rank=c.pair_rank,
+            reference=reference,
+            source=c.source,
+            template_id=c.template_id,
+        )
+
     def _relax_and_compare(
         self, cands: Sequence[Candidate], ref: ReferenceInfo, reference: Structure
     ) -> list[CandidateMatch]:
@@ -363,18 +359,7 @@ class CspEvaluator:
                     out.append(_failed_relaxation(c, len(start), exc))
                     continue
                 sg, _ = space_group_of(res.structure, SYMPREC)
-                m = compare_structure(
-                    res.structure,
-                    ref,
-                    self._matcher,
-                    rank=c.rank,
-                    space_group=sg,
-                    generated_space_group=c.space_group,
-                    pair_rank=c.pair_rank,
-                    reference=reference,
-                    source=c.source,
-                    template_id=c.template_id,
-                )
+                m = self._compare(c, res.structure, sg, ref, reference)
                 m.energy_per_atom = float(res.energy_per_atom)
                 m.n_steps = int(res.n_steps)
                 m.converged = bool(res.converged)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "MIN_DISTANCE",
     "MIN_VOLUME",
     "CandidateMatch",
+    "ReferenceFacts",
     "ReferenceInfo",
     "compare_structure",
     "describe_reference",
@@ -145,8 +146,8 @@ def lattice_maps(candidate: Structure, reference: Structure) -> bool:
 
 
 @dataclass
-class ReferenceInfo:
-    """What the evaluation needs to know about a reference structure."""
+class ReferenceFacts:
+    """What is recorded about a reference structure with every evaluated formula."""
 
     formula: str
     material_id: str
@@ -156,6 +157,16 @@ class ReferenceInfo:
     prim_nsites: int
     fu_atoms: int
     wyckoff: list[list[Any]] | None
+
+    def facts(self) -> dict[str, Any]:
+        """The fields of :class:`ReferenceFacts` (not those a subclass adds) as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(ReferenceFacts)}
+
+
+@dataclass
+class ReferenceInfo(ReferenceFacts):
+    """What the evaluation needs to know about a reference structure."""
+
     reduced: Structure = field(repr=False)
 
     @property

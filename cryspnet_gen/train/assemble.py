@@ -260,35 +260,24 @@ def train_from_data(
     max_rows: int | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Build the split from the open data, featurize it and :func:`train_bundle` on it.
+    """Build the split from the open data, featurize it and :func:`train_bundle` on it; return the bundle folder.
 
     Parameters
     ----------
     split
         ``"bench"`` (test formulas held out) or ``"full"`` (everything trains; for the shipped bundle).
-    out_dir
-        The bundle is written to ``out_dir / name``.
     name
         Bundle name; default ``cryspnet-<split>`` (``cryspnet-<split>-<labels>`` for other label policies).
-    version
-        Bundle version string.
     data_dir
         Data folder (see :func:`cryspnet_gen.config.resolve_data_dir`).
     labels
         Label policy of :mod:`cryspnet_gen.data`.
-    config
-        Hyperparameters (default ``TrainConfig()``).
     seed
         Seed for the validation draw and the training (default ``config.seed``).
     max_rows
         Use only the first rows of each source (smoke runs).
-    overwrite
-        Replace an existing bundle.
-
-    Returns
-    -------
-    Path
-        The bundle folder.
+    out_dir, version, config, overwrite
+        As in :func:`train_bundle` (``config`` defaults to ``TrainConfig()``).
     """
     from cryspnet_gen.featurize import FEATURIZER_SETTINGS, feature_labels
 

@@ -122,47 +122,18 @@ class TrainConfig(MSONable):
         """
         presets: dict[str, dict[str, Any]] = {
             "default": {},
-            "fast": {
-                "bravais_hidden": [256, 128],
-                "space_group_hidden": [128, 64],
-                "lattice_hidden": [128, 64],
-                "volume_hidden": [128, 64],
-                "max_epochs": 30,
-                "patience": 5,
-                "n_members": 3,
-                "n_members_space_group": 2,
-                "n_members_lattice": 2,
-                "n_members_volume": 2,
-            },
+            "fast": {**_sizes([256, 128], [128, 64], 3, 2), "max_epochs": 30, "patience": 5},
             # the recipe of the shipped bundles (validation-chosen, see docs/evaluation.md): ~25 min per split
             # on 2 busy cores
             "shipped": {
-                "bravais_hidden": [512, 256, 128],
-                "space_group_hidden": [256, 128],
-                "lattice_hidden": [256, 128],
-                "volume_hidden": [256, 128],
+                **_sizes([512, 256, 128], [256, 128], 3, 2),
                 "max_epochs": 30,
                 "patience": 30,
-                "n_members": 3,
-                "n_members_space_group": 2,
-                "n_members_lattice": 2,
-                "n_members_volume": 2,
                 "oversample_power": 0.25,
                 "space_group_oversample_power": 0.25,
                 "restore_best": False,
             },
-            "tiny": {
-                "bravais_hidden": [48, 24],
-                "space_group_hidden": [24],
-                "lattice_hidden": [24],
-                "volume_hidden": [24],
-                "max_epochs": 3,
-                "patience": 2,
-                "n_members": 1,
-                "n_members_space_group": 1,
-                "n_members_lattice": 1,
-                "n_members_volume": 1,
-            },
+            "tiny": {**_sizes([48, 24], [24], 1, 1), "max_epochs": 3, "patience": 2},
         }
         if name not in presets:
             raise ValueError(f"Unknown {name=}; available: {sorted(presets)}")
@@ -206,3 +177,15 @@ class TrainConfig(MSONable):
             raise ValueError("max_lr must be > 0 and weight_decay >= 0")
         if self.oversample_power < 0 or self.space_group_oversample_power < 0:
             raise ValueError("oversampling powers must be >= 0")
+
+
+def _sizes(
+    bravais_hidden: list[int], hidden: list[int], n_members: int, n_members_other: int
+) -> dict[str, Any]:
+    """Preset fields of the network sizes: ``hidden`` and ``n_members_other`` are those of every task but the
+    Bravais models (space group, lattice, volume)."""
+    sizes: dict[str, Any] = {"bravais_hidden": bravais_hidden, "n_members": n_members}
+    for task in ("space_group", "lattice", "volume"):
+        sizes[f"{task}_hidden"] = list(hidden)
+        sizes[f"n_members_{task}"] = n_members_other
+    return sizes

@@ -271,67 +271,57 @@ def train_ensemble(
     if sample_weight is not None:
         p = np.asarray(sample_weight, dtype=np.float64)
         p = p / p.sum()
+    devices = [] if torch.device(config.device).type != "cuda" else [torch.device(config.device)]
     members, infos = [], []
     with torch_settings_of(config):
         for m in range(n_members):
-            module, info = _train_member(
-                make, loss_fn, X, Ys, train_idx, val_idx, p, config, seed_keys, m, progress, desc
-            )
-            members.append(module)
+            rng = _rng(config.seed, *seed_keys, m)
+            fit_idx, stop_idx, stop_set = _member_rows(train_idx, val_idx, p, config, rng)
+            torch_seed = int(rng.integers(2**62))
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(torch_seed)
+                module = make().to(config.device)
+                gen = torch.Generator().manual_seed(torch_seed)
+                info = _fit(
+                    module,
+                    loss_fn,
+                    X,
+                    Ys,
+                    fit_idx,
+                    stop_idx,
+                    config=config,
+                    generator=gen,
+                    progress=progress,
+                    desc=f"{desc} #{m}",
+                )
+            info["stop_set"] = stop_set
+            logger.info("%s member %d: %s", desc, m, info)
+            if progress is not None:
+                progress.bar.update(1)
+            members.append(module.to("cpu"))
             infos.append(info)
     return Ensemble(members).eval(), infos
 
 
-def _train_member(
-    make: Callable[[], nn.Module],
-    loss_fn: LossFn,
-    X: torch.Tensor,
-    Ys: Sequence[torch.Tensor],
+def _member_rows(
     train_idx: np.ndarray,
     val_idx: np.ndarray,
     p: np.ndarray | None,
     config: TrainConfig,
-    seed_keys: Sequence[str | int],
-    m: int,
-    progress: Progress | None,
-    desc: str,
-) -> tuple[nn.Module, dict[str, Any]]:
-    devices = [] if torch.device(config.device).type != "cuda" else [torch.device(config.device)]
-    rng = _rng(config.seed, *seed_keys, m)
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """A member's rows to fit (a resample of ``train_idx`` drawn with probabilities ``p``), its rows to stop
+    on and their name (``"val"``, ``"oob"`` or None)."""
     if config.bootstrap or p is not None:
         fit_idx = rng.choice(train_idx, size=len(train_idx), replace=True, p=p)
     else:
         fit_idx = np.asarray(train_idx)
-    stop_idx: np.ndarray | None = None
-    stop_set: str | None = None
     if config.stop_on == "val" and len(val_idx) >= config.min_val_rows:
-        stop_idx, stop_set = np.asarray(val_idx), "val"
-    else:
-        oob = np.setdiff1d(train_idx, fit_idx)
-        if len(oob) >= config.min_val_rows:
-            stop_idx, stop_set = oob, "oob"
-    torch_seed = int(rng.integers(2**62))
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(torch_seed)
-        module = make().to(config.device)
-        gen = torch.Generator().manual_seed(torch_seed)
-        info = _fit(
-            module,
-            loss_fn,
-            X,
-            Ys,
-            fit_idx,
-            stop_idx,
-            config=config,
-            generator=gen,
-            progress=progress,
-            desc=f"{desc} #{m}",
-        )
-    info["stop_set"] = stop_set
-    logger.info("%s member %d: %s", desc, m, info)
-    if progress is not None:
-        progress.bar.update(1)
-    return module.to("cpu"), info
+        return fit_idx, np.asarray(val_idx), "val"
+    oob = np.setdiff1d(train_idx, fit_idx)
+    if len(oob) >= config.min_val_rows:
+        return fit_idx, oob, "oob"
+    return fit_idx, None, None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -108,6 +108,51 @@ class Network:
     output_range: tuple[np.ndarray, np.ndarray] | None = None
 
 
+def _task_settings(task: str, config: TrainConfig) -> tuple[list[int], int, float]:
+    """Hidden widths, ensemble size and oversampling power (0 for a regressor) of ``task``'s networks."""
+    return {
+        "bravais": (config.bravais_hidden, config.n_members, config.oversample_power),
+        "space_group": (
+            config.space_group_hidden,
+            config.n_members_space_group,
+            config.space_group_oversample_power,
+        ),
+        "lattice": (config.lattice_hidden, config.n_members_lattice, 0.0),
+        "volume": (config.volume_hidden, config.n_members_volume, 0.0),
+    }[task]
+
+
+def _classifier(
+    key: tuple[str, ...],
+    n_classes: int,
+    targets: list[np.ndarray],
+    tr: np.ndarray,
+    va: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    loss: LossFn = ce_loss,
+) -> Network:
+    """A classifier of task ``key[0]`` oversampling the rare ``labels`` of its training rows ``tr``."""
+    hidden, n_members, power = _task_settings(key[0], config)
+    weights = class_weights(labels[tr], power)
+    return Network(key, n_classes, hidden, n_members, loss, targets, tr, va, sample_weight=weights)
+
+
+def _regressor(
+    key: tuple[str, ...],
+    target: np.ndarray,
+    tr: np.ndarray,
+    va: np.ndarray,
+    out_range: tuple[np.ndarray, np.ndarray],
+    config: TrainConfig,
+) -> Network:
+    """A log-MSE regressor of task ``key[0]`` of the ``(n, k)`` ``target`` with outputs in ``out_range``."""
+    hidden, n_members, _ = _task_settings(key[0], config)
+    return Network(
+        key, target.shape[1], hidden, n_members, log_mse_loss, [target], tr, va, output_range=out_range
+    )
+
+
 @dataclass
 class Part:
     """One entry of a task's manifest section: fixed, or completed by training ``network``.
@@ -293,17 +338,7 @@ def bravais_task(
     parts = []
     for model, (tr, va) in subsets.items():
         file = f"bravais_{model}.safetensors"
-        net = Network(
-            key=("bravais", model),
-            n_outputs=len(BRAVAIS_LATTICES),
-            hidden=config.bravais_hidden,
-            n_members=config.n_members,
-            loss=ce_loss,
-            targets=[y],
-            train_idx=tr,
-            val_idx=va,
-            sample_weight=class_weights(rows.bravais_idx[tr], config.oversample_power),
-        )
+        net = _classifier(("bravais", model), len(BRAVAIS_LATTICES), [y], tr, va, rows.bravais_idx, config)
         entry = {"file": file, "classes": list(BRAVAIS_LATTICES), "oversample_power": config.oversample_power}
         parts.append(Part((model,), entry, net, file=file))
     counts = {f"bravais_{model}": len(tr) for model, (tr, _) in subsets.items()}
@@ -348,17 +383,7 @@ def _space_group_part(
     y = np.asarray([index.get(int(g), 0) for g in rows.space_group])
     # Validation rows of groups unseen in training cannot be scored by the loss.
     va_in = va[np.isin(rows.space_group[va], groups)]
-    net = Network(
-        key=("space_group", lat),
-        n_outputs=len(groups),
-        hidden=config.space_group_hidden,
-        n_members=config.n_members_space_group,
-        loss=ce_loss,
-        targets=[y],
-        train_idx=tr,
-        val_idx=va_in,
-        sample_weight=class_weights(rows.space_group[tr], config.space_group_oversample_power),
-    )
+    net = _classifier(("space_group", lat), len(groups), [y], tr, va_in, rows.space_group, config)
     return Part(("lattices", lat), {"kind": "network", "classes": groups}, net, prefix=f"{lat}.")
 
 
@@ -381,19 +406,11 @@ def _shared_space_group_parts(
         mask[BRAVAIS_LATTICES.index(lat), [column[g] for g in groups]] = 0.0
     tr = np.concatenate([per_lattice[lat][0] for lat in heads])
     va = np.concatenate([per_lattice[lat][1] for lat in heads])
-    net = Network(
-        key=("space_group", "shared"),
-        n_outputs=len(classes),
-        hidden=config.space_group_hidden,
-        n_members=config.n_members_space_group,
-        loss=masked_ce_loss(torch.as_tensor(mask, device=config.device)),
-        targets=[
-            np.asarray([column.get(int(g), 0) for g in rows.space_group]),
-            np.maximum(rows.bravais_idx, 0),
-        ],
-        train_idx=tr,
-        val_idx=va[np.isin(rows.space_group[va], classes)],
-        sample_weight=class_weights(rows.space_group[tr], config.space_group_oversample_power),
+    targets = [np.asarray([column.get(int(g), 0) for g in rows.space_group]), np.maximum(rows.bravais_idx, 0)]
+    va = va[np.isin(rows.space_group[va], classes)]
+    loss = masked_ce_loss(torch.as_tensor(mask, device=config.device))
+    net = _classifier(
+        ("space_group", "shared"), len(classes), targets, tr, va, rows.space_group, config, loss
     )
     parts.append(Part(("shared",), {"classes": classes}, net, prefix="shared."))
     for lat, groups in heads.items():
@@ -474,17 +491,7 @@ def _lattice_part(lat: str, params: np.ndarray, tr: np.ndarray, va: np.ndarray, 
         # from_parameters needs a rhombohedral alpha inside (0, 120) degrees.
         hi[1] = min(hi[1], 119.5)
         lo[1] = min(lo[1], hi[1] - 1.0)
-    net = Network(
-        key=("lattice", lat),
-        n_outputs=len(names),
-        hidden=config.lattice_hidden,
-        n_members=config.n_members_lattice,
-        loss=log_mse_loss,
-        targets=[params],
-        train_idx=tr,
-        val_idx=va,
-        output_range=(lo, hi),
-    )
+    net = _regressor(("lattice", lat), params, tr, va, (lo, hi), config)
     return Part(path, {"kind": "network", "parameter_names": names}, net, prefix=f"{lat}.")
 
 
@@ -500,17 +507,8 @@ def volume_task(rows: TrainingRows, config: TrainConfig) -> TaskPlan:
     va = np.flatnonzero(rows.val & rows.volume_ok)
     if len(tr) < 2:
         raise ValueError("the volume regressor needs training rows with volume_per_atom")
-    net = Network(
-        key=("volume",),
-        n_outputs=1,
-        hidden=config.volume_hidden,
-        n_members=config.n_members_volume,
-        loss=log_mse_loss,
-        targets=[rows.volume[:, None]],
-        train_idx=tr,
-        val_idx=va,
-        output_range=output_range(rows.volume[tr], scale=config.regressor_scale),
-    )
+    volume_range = output_range(rows.volume[tr], scale=config.regressor_scale)
+    net = _regressor(("volume",), rows.volume[:, None], tr, va, volume_range, config)
     file = "volume.safetensors"
     section = {"file": file, "loss": "log-mse", "parameter_names": ["volume_per_atom"]}
     return TaskPlan("volume", section, [Part((), {}, net)], {"volume": len(tr)}, file=file)

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cryspnet_gen.arguments import add_source_options
+
 __all__ = [
     "add_results",
     "add_run",
@@ -130,6 +132,8 @@ def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                 f"--source {args.source} needs --templates STORE (a path the workers can read)"
             )
         out["source"] = args.source
+    if not args.known:
+        out["known"] = False
     return out
 
 
@@ -335,14 +339,10 @@ def add_submit(subparsers: Any) -> None:
     p.add_argument(
         "--relax-category", default=None, metavar="NAME", help="FireWorks _category of the relaxation jobs"
     )
-    p.add_argument(
-        "--source",
-        choices=["cryspnet", "templates", "both"],
-        default=None,
-        help="candidate source (default: both with --templates, else cryspnet)",
-    )
-    p.add_argument(
-        "--templates", default=None, metavar="STORE", help="template store folder the workers can read"
+    add_source_options(
+        p,
+        templates_help="template store or prototype library folder the workers can read (default: the "
+        "prototype library shipped with cryspnet-gen)",
     )
     _store_options(p)
     p.set_defaults(func=cmd_submit)

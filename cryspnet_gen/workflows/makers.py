@@ -349,19 +349,12 @@ def relaxation_flow(
 
 
 @job
-def relax_fanout(
-    candidates: list[Candidate],
-    *,
-    relax_maker: Maker,
-    metadata: dict[str, Any] | None = None,
-    relax_category: str | None = None,
-    symprec: float = SYMPREC,
-) -> Response:
-    """Replace itself by :func:`relaxation_flow` of the generated candidates (dynamic fan-out)."""
-    flow = relaxation_flow(
-        candidates, relax_maker, metadata=metadata, relax_category=relax_category, symprec=symprec
-    )
-    return Response(replace=flow)
+def relax_fanout(candidates: list[Candidate], **flow_options: Any) -> Response:
+    """Replace itself by :func:`relaxation_flow` of the generated candidates (dynamic fan-out).
+
+    ``flow_options``: ``relax_maker`` and the keyword options of :func:`relaxation_flow`.
+    """
+    return Response(replace=relaxation_flow(candidates, **flow_options))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -440,13 +433,18 @@ class CandidateRelaxMaker(Maker):
 
     def generate_options(self) -> GenerateOptions:
         """The options the generation job will use (validated; ``ValueError`` names a bad value)."""
-        return generate_options(
-            k=self.k,
-            seed=self.seed,
-            max_atoms=self.max_atoms,
-            space_groups=self.space_groups,
-            generate_kwargs=self.generate_kwargs,
-        )
+        return generate_options(**self._settings(), generate_kwargs=self.generate_kwargs)
+
+    def _settings(self, **model: str | None) -> dict[str, Any]:
+        """``k``, ``seed``, the ``model`` keywords (the model as the receiver names it), ``max_atoms`` and
+        ``space_groups``: the generation settings as the job, the submission key and the metadata take them."""
+        return {
+            "k": self.k,
+            "seed": self.seed,
+            **model,
+            "max_atoms": self.max_atoms,
+            "space_groups": self.space_groups,
+        }
 
     def key(self, formula: str) -> str:
         """Submission key: equal for the same formula, generation options and relaxation settings.
@@ -457,11 +455,7 @@ class CandidateRelaxMaker(Maker):
 
         payload = {
             "formula": canonical_formula(formula),
-            "k": self.k,
-            "seed": self.seed,
-            "model": self.model_id(),
-            "max_atoms": self.max_atoms,
-            "space_groups": self.space_groups,
+            **self._settings(model=self.model_id()),
             "generate_kwargs": jsanitize(self.generate_kwargs, strict=True, enum_values=True),
             "relax_maker": _strip_versions(jsanitize(self.relax_maker, strict=True, enum_values=True)),
             "relax_category": self.relax_category,
@@ -476,11 +470,7 @@ class CandidateRelaxMaker(Maker):
         return {
             "formula": canonical_formula(formula),
             "formula_input": formula,
-            "k": self.k,
-            "seed": self.seed,
-            "model": self.model_id(),
-            "max_atoms": self.max_atoms,
-            "space_groups": self.space_groups,
+            **self._settings(model=self.model_id()),
             "relax": relax_kind(self.relax_maker),
             "relaxer": relaxer_label(self.relax_maker),
             "key": self.key(formula),
@@ -497,16 +487,8 @@ class CandidateRelaxMaker(Maker):
         """
         meta = self.workflow_metadata(formula)
         canon = meta["formula"]
-        gen = generate_candidates_job(
-            canon,
-            k=self.k,
-            seed=self.seed,
-            model=self.model,
-            model_path=self.model_path,
-            max_atoms=self.max_atoms,
-            space_groups=self.space_groups,
-            generate_kwargs=self.generate_kwargs or None,
-        )
+        settings = self._settings(model=self.model, model_path=self.model_path)
+        gen = generate_candidates_job(canon, **settings, generate_kwargs=self.generate_kwargs or None)
         gen.name = f"cryspnet generate {canon}"
         gen.metadata[METADATA_KEY] = {**meta, "role": "generate"}
         fan = relax_fanout(

@@ -6,17 +6,10 @@ This module keeps the old import path ``cryspnet_gen.workflows.relax`` working: 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cryspnet_gen.runtime import forward_moved
 
-_HOMES = ("cryspnet_gen.relax", "cryspnet_gen.records", "cryspnet_gen.runtime", "cryspnet_gen.symmetry")
-
-
-def __getattr__(name: str) -> Any:
-    for home in _HOMES:
-        module = importlib.import_module(home)
-        if name in getattr(module, "__all__", ()):
-            return getattr(module, name)
-    raise AttributeError(
-        f"module 'cryspnet_gen.workflows.relax' has no attribute {name!r} (moved to cryspnet_gen.relax)"
-    )
+__getattr__ = forward_moved(
+    "cryspnet_gen.workflows.relax",
+    ("cryspnet_gen.relax", "cryspnet_gen.records", "cryspnet_gen.runtime", "cryspnet_gen.symmetry"),
+    " (moved to cryspnet_gen.relax)",
+)

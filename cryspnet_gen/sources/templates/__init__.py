@@ -49,36 +49,44 @@ from cryspnet_gen.sources.templates.build import (
     records_from_folder,
     records_from_materials_project,
 )
-from cryspnet_gen.sources.templates.scoring import TemplateOption, TemplateScoring, build_option, rank_options
-from cryspnet_gen.sources.templates.source import template_candidates
-from cryspnet_gen.sources.templates.store import (
-    ENV_VAR,
-    STORE_VERSION,
-    TemplateStore,
-    TemplateStoreError,
+from cryspnet_gen.sources.templates.locate import (
+    BENCH_LIBRARY,
+    DEFAULT_LIBRARY,
+    available_libraries,
     load_store,
     resolve_store,
+    shipped_library,
 )
+from cryspnet_gen.sources.templates.prototypes import PrototypeLibrary, load_library
+from cryspnet_gen.sources.templates.scoring import TemplateOption, TemplateScoring, build_option, rank_options
+from cryspnet_gen.sources.templates.source import template_candidates
+from cryspnet_gen.sources.templates.store import ENV_VAR, STORE_VERSION, TemplateStore, TemplateStoreError
 from cryspnet_gen.sources.templates.substitution import substitution_matrix
 
 __all__ = [
+    "BENCH_LIBRARY",
+    "DEFAULT_LIBRARY",
     "ENV_VAR",
     "STORE_VERSION",
     "BuildReport",
+    "PrototypeLibrary",
     "TemplateOption",
     "TemplateRecord",
     "TemplateScoring",
     "TemplateStore",
     "TemplateStoreError",
     "anonymous_formula",
+    "available_libraries",
     "build_option",
     "build_store",
+    "load_library",
     "load_store",
     "rank_options",
     "records_from_data_dir",
     "records_from_folder",
     "records_from_materials_project",
     "resolve_store",
+    "shipped_library",
     "substitution_matrix",
     "template_candidates",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "records_from_data_dir",
     "records_from_folder",
     "records_from_materials_project",
+    "symmetry_of_record",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,11 @@ class TemplateRecord:
     numbers: np.ndarray
     e_above_hull: float | None = None
     source: str = ""
+    experimental: bool = False  # the formula and group occur among experimental (COD) entries
 
 
-def _analyse_record(rec: TemplateRecord) -> dict[str, Any] | str:
-    """Store row of a record (space group, Wyckoff letters per element...) or why it was rejected."""
+def symmetry_of_record(rec: TemplateRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any] | str:
+    """``(lattice, frac, numbers, spglib dataset)`` of a record (symprec :data:`SYMPREC`), or why it is rejected."""
     import spglib
 
     numbers = np.asarray(rec.numbers, dtype=int)
@@ -77,8 +79,7 @@ def _analyse_record(rec: TemplateRecord) -> dict[str, Any] | str:
         return f"element with Z > {MAX_Z} or < 1"
     lattice = np.asarray(rec.lattice, dtype=float).reshape(3, 3)
     frac = np.asarray(rec.frac, dtype=float).reshape(-1, 3)
-    volume = abs(float(np.linalg.det(lattice)))
-    if not volume > 1e-3:
+    if not abs(float(np.linalg.det(lattice))) > 1e-3:
         return "degenerate cell"
     try:
         ds = spglib.get_symmetry_dataset((lattice, frac, numbers), symprec=SYMPREC)  # type: ignore[arg-type]
@@ -86,6 +87,16 @@ def _analyse_record(rec: TemplateRecord) -> dict[str, Any] | str:
         return f"spglib: {exc}"
     if ds is None:
         return "spglib found no symmetry"
+    return lattice, frac, numbers, ds
+
+
+def _analyse_record(rec: TemplateRecord) -> dict[str, Any] | str:
+    """Store row of a record (space group, Wyckoff letters per element...) or why it was rejected."""
+    analysed = symmetry_of_record(rec)
+    if isinstance(analysed, str):
+        return analysed
+    lattice, frac, numbers, ds = analysed
+    volume = abs(float(np.linalg.det(lattice)))
     uniq, counts = np.unique(numbers, return_counts=True)
     amounts = {int(z): int(n) for z, n in zip(uniq, counts, strict=True)}
     g = math.gcd(*amounts.values())
@@ -131,6 +142,10 @@ def records_from_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Ite
     root = resolve_data_dir(data_dir)
     lattice = read_csv_checked(require_file(root, MP_LATTICE), ["material_id", "ehull_formula_spg"])
     ehull = dict(zip(lattice["material_id"], lattice["ehull_formula_spg"], strict=True))
+    known = lattice.get("in_cod_formula_spg")
+    experimental = (
+        set(lattice["material_id"][known.fillna(False).astype(bool)]) if known is not None else set()
+    )
     for rel in MP_STRUCTURES:
         frame: pd.DataFrame = read_csv_checked(require_file(root, rel), ["material_id", "cif"])
         for mid, cif in zip(frame["material_id"], frame["cif"], strict=True):
@@ -141,7 +156,13 @@ def records_from_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Ite
                 continue
             e = ehull.get(mid)
             yield TemplateRecord(
-                str(mid), lat, frac, numbers, None if e is None or e != e else float(e), "mp2025"
+                str(mid),
+                lat,
+                frac,
+                numbers,
+                None if e is None or e != e else float(e),
+                "mp2025",
+                experimental=mid in experimental,
             )
 
 

@@ -145,9 +145,8 @@ def build_option(
 
     row = store.frame.iloc[option.row]
     mapping = dict(zip((int(z) for z in row["elements"]), option.mapping, strict=True))
-    numbers: list[Any] = [mapping[int(z)] for z in row["numbers"]]
-    lattice = np.asarray(row["lattice"], dtype=float).reshape(3, 3)
-    frac = np.asarray(row["frac"], dtype=float).reshape(-1, 3)
+    lattice, stored, frac = store.cell_arrays(option.row)
+    numbers: list[Any] = [mapping[int(z)] for z in stored]
     if volume_per_atom is not None and volume_per_atom > 0:
         volume = abs(float(np.linalg.det(lattice)))
         lattice = lattice * (volume_per_atom * len(numbers) / volume) ** (1.0 / 3.0)

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,8 @@ __all__ = [
     "TemplateStore",
     "TemplateStoreError",
     "clear_store_cache",
-    "load_store",
-    "resolve_store",
+    "load_store_folder",
+    "read_store_files",
 ]
 
 #: Environment variable naming the default template store folder.
@@ -127,46 +128,92 @@ class TemplateStore:
         """Row numbers of the templates of an anonymous formula."""
         return self._by_anonymous.get(anonymous, np.empty(0, dtype=np.int64))
 
+    def cell_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(lattice 3x3 rows, atomic numbers, fractional coordinates)`` of row ``i``."""
+        return self.row_cell(self.frame.iloc[int(i)])
+
+    def row_cell(self, row: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(lattice, numbers, frac)`` of one row (of :attr:`frame` or of :meth:`known`)."""
+        return (
+            np.asarray(row["lattice"], dtype=float).reshape(3, 3),
+            np.asarray(row["numbers"], dtype=int),
+            np.asarray(row["frac"], dtype=float).reshape(-1, 3),
+        )
+
+    def known(self, reduced_formula: str) -> pd.DataFrame:
+        """The stored compounds of exactly this reduced formula, lowest energy above hull first."""
+        rows = self.frame[self.formulas == reduced_formula]
+        order = rows.assign(_e=rows["e_above_hull"].fillna(np.inf)).sort_values(["_e", "template_id"])
+        return order.drop(columns="_e")
+
     def structure(self, i: int) -> Structure:
         """The stored structure of row ``i``."""
         from pymatgen.core import Lattice, Structure
 
-        row = self.frame.iloc[int(i)]
-        species: list[Any] = [int(z) for z in row["numbers"]]
-        return Structure(
-            Lattice(np.asarray(row["lattice"], dtype=float).reshape(3, 3)),
-            species,
-            np.asarray(row["frac"], dtype=float).reshape(-1, 3),
+        lattice, numbers, frac = self.cell_arrays(i)
+        species: list[Any] = [int(z) for z in numbers]
+        return Structure(Lattice(lattice), species, frac)
+
+
+#: How :func:`read_store_files` reads a template store folder.
+STORE_FORMAT: dict[str, Any] = {
+    "what": "template store",
+    "manifest_name": STORE_MANIFEST,
+    "table_name": STORE_TABLE,
+    "version": STORE_VERSION,
+    "columns": COLUMNS,
+    "rebuild": "rebuild it with 'cryspnet-gen templates build --from ... --out ...'",
+}
+
+
+def read_store_files(
+    root: Path,
+    *,
+    what: str,
+    manifest_name: str,
+    table_name: str,
+    version: int,
+    columns: Sequence[str],
+    rebuild: str,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Read and check a store-like folder (a JSON manifest and a parquet table); one-line errors naming it.
+
+    ``check`` runs on the manifest before the table is read (format, checksums); ``rebuild`` says what to do.
+    """
+    import pandas as pd
+
+    try:
+        manifest = json.loads((root / manifest_name).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TemplateStoreError(
+            f"{what} {str(root)!r}: cannot read {manifest_name} ({exc}); {rebuild}"
+        ) from exc
+    if not isinstance(manifest, dict):
+        raise TemplateStoreError(f"{what} {str(root)!r}: {manifest_name} is not a JSON object; {rebuild}")
+    if manifest.get("version") != version:
+        raise TemplateStoreError(
+            f"{what} {str(root)!r} has format version {manifest.get('version')!r}, this cryspnet-gen reads "
+            f"version {version}; {rebuild}"
         )
+    if check is not None:
+        check(manifest)
+    try:
+        frame = pd.read_parquet(root / table_name)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise TemplateStoreError(
+            f"{what} {str(root)!r}: {table_name} is unreadable ({type(exc).__name__}: {exc}); {rebuild}"
+        ) from exc
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise TemplateStoreError(f"{what} {str(root)!r} lacks the column(s) {missing}; {rebuild}")
+    return manifest, frame
 
 
 @functools.lru_cache(maxsize=4)
 def _load_store_cached(path: str, mtime: float) -> TemplateStore:
-    import pandas as pd
-
-    root = Path(path)
-    try:
-        manifest = json.loads((root / STORE_MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TemplateStoreError(
-            f"template store {path!r}: cannot read {STORE_MANIFEST} ({exc}); rebuild it with "
-            "'cryspnet-gen templates build --from ... --out ...'"
-        ) from exc
-    if manifest.get("version") != STORE_VERSION:
-        raise TemplateStoreError(
-            f"template store {path!r} has format version {manifest.get('version')!r}, this cryspnet-gen reads "
-            f"version {STORE_VERSION}; rebuild it with 'cryspnet-gen templates build'"
-        )
-    try:
-        frame = pd.read_parquet(root / STORE_TABLE)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise TemplateStoreError(
-            f"template store {path!r}: {STORE_TABLE} is unreadable ({type(exc).__name__}: {exc}); rebuild it"
-        ) from exc
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise TemplateStoreError(f"template store {path!r} lacks the column(s) {missing}; rebuild it")
-    return TemplateStore(frame, root, manifest)
+    manifest, frame = read_store_files(Path(path), **STORE_FORMAT)
+    return TemplateStore(frame, Path(path), manifest)
 
 
 def clear_store_cache() -> None:
@@ -174,8 +221,8 @@ def clear_store_cache() -> None:
     _load_store_cached.cache_clear()
 
 
-def load_store(path: str | os.PathLike[str]) -> TemplateStore:
-    """Open a template store folder (cached per process until the folder's table changes)."""
+def load_store_folder(path: str | os.PathLike[str]) -> TemplateStore:
+    """Open a template store folder (``templates.parquet``; cached per process until its table changes)."""
     root = Path(path).expanduser().resolve()
     table = root / STORE_TABLE
     if not table.is_file():
@@ -184,13 +231,3 @@ def load_store(path: str | os.PathLike[str]) -> TemplateStore:
             "'cryspnet-gen templates build --from ../shared/data --out STORE'"
         )
     return _load_store_cached(str(root), table.stat().st_mtime)
-
-
-def resolve_store(templates: TemplateStore | str | os.PathLike[str] | None) -> TemplateStore | None:
-    """A store from an argument, else from ``$CRYSPNET_GEN_TEMPLATES``, else ``None`` (templates off)."""
-    if isinstance(templates, TemplateStore):
-        return templates
-    if templates is not None:
-        return load_store(templates)
-    env = os.environ.get(ENV_VAR)
-    return load_store(env) if env else None
