@@ -393,8 +393,16 @@ def bundles_root() -> Path | None:
 
 
 def available_bundles() -> list[str]:
-    """Names of the bundles shipped in ``cryspnet_gen.bundles`` (folders holding a manifest.json)."""
+    """Names of the model bundles shipped in ``cryspnet_gen.bundles`` (folders holding a manifest.json with
+    ``tasks``; the prototype library that ships beside them is not a model)."""
     root = bundles_root()
     if root is None:
         return []
-    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file())
+    return sorted(p.name for p in root.iterdir() if (p / MANIFEST).is_file() and _is_model(p / MANIFEST))
+
+
+def _is_model(manifest: Path) -> bool:
+    try:
+        return "tasks" in json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False

@@ -23,7 +23,7 @@ from typing import Literal
 from cryspnet_gen.records import Candidate
 from cryspnet_gen.symmetry import SYMPREC
 
-__all__ = ["FileFormat", "read_candidates", "write_candidates"]
+__all__ = ["FileFormat", "existing_candidate_files", "read_candidates", "write_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +90,34 @@ def _summary_csv(cands: Sequence[Candidate]) -> str:
     return buffer.getvalue()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; give it the mode any other new file gets (0644 under umask 022).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def existing_candidate_files(out_dir: str | os.PathLike[str], formulas: Iterable[str]) -> list[Path]:
+    """The per-formula files (``<formula>_candidates.json``, ``<formula>_summary.csv``) that
+    :func:`write_candidates` would write for ``formulas`` into ``out_dir`` and that exist already."""
+    folder = Path(out_dir)
+    out = []
+    for formula in dict.fromkeys(formulas):
+        stem = _file_stem(formula)
+        out += [p for p in (folder / f"{stem}_candidates.json", folder / f"{stem}_summary.csv") if p.exists()]
+    return out
 
 
 def write_candidates(

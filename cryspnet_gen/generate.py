@@ -47,6 +47,7 @@ from cryspnet_gen.relax import relax_and_rerank
 from cryspnet_gen.sources.cryspnet import cryspnet_candidates, failure_message
 from cryspnet_gen.sources.templates import ENV_VAR, TemplateStore, resolve_store, template_candidates
 from cryspnet_gen.symmetry import SYMPREC
+from cryspnet_gen.validity import check_candidates
 
 if TYPE_CHECKING:
     from cryspnet_gen.predict import Predictor
@@ -136,7 +137,9 @@ def generate_candidates(
     if message is not None:
         warnings.warn(message, CandidateWarning, stacklevel=2)
     if opts.relax is not None:
-        found = relax_and_rerank(found, opts.relax, steps=opts.relax_steps, progress=True)
+        found = relax_and_rerank(
+            found, opts.relax, steps=opts.relax_steps, progress=True, threads=opts.threads
+        )
     return found
 
 
@@ -189,7 +192,7 @@ def generate_many(
             logger.warning("%s", exc)
             continue
         if opts.relax is not None:
-            found = relax_and_rerank(found, opts.relax, steps=opts.relax_steps)
+            found = relax_and_rerank(found, opts.relax, steps=opts.relax_steps, threads=opts.threads)
         results[i] = GenerationResult(
             formula=items[i], candidates=list(found), skipped=found.skipped, warning=message
         )
@@ -234,17 +237,23 @@ def candidates_for(
     Hooks for callers that record what each source did (the CSP benchmark, :mod:`cryspnet_gen.csp`):
     ``cryspnet`` replaces the CRYSPNet source (default
     :func:`~cryspnet_gen.sources.cryspnet.cryspnet_candidates`), e.g. to time it or to answer with candidates
-    saved earlier; it is called only where the dispatch below needs CRYSPNet candidates. ``fallback=False``:
+    saved earlier; it is called only where the dispatch below needs CRYSPNet candidates. Every source's
+    candidates pass the validity gate (:func:`~cryspnet_gen.validity.check_candidates`, at
+    ``opts.min_distance_factor``) before they are merged: atoms too close are stretched apart or the candidate is
+    dropped, with the reason in ``.skipped``. ``fallback=False``:
     ``source="templates"`` gives the (possibly empty) template list even when no template fits, instead of
     falling back to CRYSPNet candidates.
     """
-    build = cryspnet if cryspnet is not None else cryspnet_candidates
+    build = _checked(cryspnet if cryspnet is not None else cryspnet_candidates)
     if source == "cryspnet":
         found = build(fu, pred, opts)
         return found, (failure_message(fu.formula, found, opts.k) if len(found) < opts.k else None)
     if pred.error is not None:
         raise ValueError(f"formula {fu.formula!r} cannot be predicted: {pred.error}")
-    from_templates = template_candidates(fu, templates=store, prediction=pred, options=opts)
+    from_templates = check_candidates(
+        template_candidates(fu, templates=store, prediction=pred, options=opts),
+        factor=opts.min_distance_factor,
+    )
     if source == "templates" and (from_templates or not fallback):
         message = None
         if len(from_templates) < opts.k:
@@ -259,13 +268,28 @@ def candidates_for(
     return _with_cryspnet(fu, pred, opts, source, from_templates, build)
 
 
+def _checked(build: SourceFunction) -> SourceFunction:
+    """``build`` with every candidate it returns passed through the validity gate
+    (:func:`cryspnet_gen.validity.check_candidates`: atoms too close are stretched apart or dropped)."""
+
+    def checked(fu: FormulaUnit, pred: Prediction, opts: GenerateOptions) -> CandidateList:
+        found = check_candidates(build(fu, pred, opts), factor=opts.min_distance_factor)
+        if not found:
+            raise GenerationError(
+                failure_message(fu.formula, found, opts.k), formula=fu.formula, skipped=found.skipped
+            )
+        return found
+
+    return checked
+
+
 def _with_cryspnet(
     fu: FormulaUnit,
     pred: Prediction,
     opts: GenerateOptions,
     source: str,
     from_templates: CandidateList,
-    build: SourceFunction = cryspnet_candidates,
+    build: SourceFunction,
 ) -> tuple[CandidateList, str | None]:
     fallback = None
     if not from_templates:

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_ATOMS",
     "DEFAULT_MIN_DISTANCE_FACTOR",
     "DEFAULT_RELAX_STEPS",
+    "DEFAULT_THREADS",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TIMEOUT_PER_GROUP",
     "BravaisModel",
@@ -42,10 +43,14 @@ DEFAULT_MAX_ATOMS = 200
 DEFAULT_TIMEOUT = 60.0
 #: Seconds for all attempts at one (lattice, space group) pair.
 DEFAULT_TIMEOUT_PER_GROUP = 10.0
-#: Smallest allowed distance as a fraction of the covalent-radius sum of the two atoms.
-DEFAULT_MIN_DISTANCE_FACTOR = 0.5
+#: Smallest allowed distance as a fraction of the covalent-radius sum of the two atoms (the validity gate of
+#: every candidate, :mod:`cryspnet_gen.validity`; 1 % of Materials Project structures fall below 0.7).
+DEFAULT_MIN_DISTANCE_FACTOR = 0.7
 #: Most optimizer steps of an in-process relaxation (``relax="chgnet"``).
 DEFAULT_RELAX_STEPS = 300
+#: torch threads of an in-process relaxation: 1 (measured in docs/benchmarks.md, "Threads": as fast as 2 on a
+#: quiet 2-core machine for cells of this size, and many times faster on a busy one).
+DEFAULT_THREADS = 1
 
 Isolation = Literal["auto", "signal", "process"]
 Source = Literal["cryspnet", "templates", "both"]
@@ -86,13 +91,18 @@ class GenerateOptions:
     timeout, timeout_per_group
         Seconds for the whole call and for one pair (all its attempts); ``None`` for no limit.
     min_distance_factor
-        Smallest allowed interatomic distance as a fraction of the covalent-radius sum.
+        Smallest allowed interatomic distance as a fraction of the covalent-radius sum (and, between anions, of
+        the ionic-radius sum): every candidate of every source is checked; one a little short is stretched
+        apart, one far short is re-sampled or dropped (:mod:`cryspnet_gen.validity`).
     isolation
         How a pyxtal attempt is stopped at its time limit: ``"signal"`` (SIGALRM, main thread only),
         ``"process"`` (a child process that is killed) or ``"auto"`` (signal where possible).
     relax, relax_steps
         ``"chgnet"``: relax the candidates in this process (at most ``relax_steps`` steps each) and re-rank
         them by energy per atom (:func:`cryspnet_gen.relax.relax_and_rerank`).
+    threads
+        torch threads for the relaxation (default :data:`DEFAULT_THREADS` = 1); ``None`` leaves torch's own
+        setting (one per core).
     source
         ``"cryspnet"`` (structures built in the predicted groups), ``"templates"`` (known structures of the same
         anonymous formula, substituted and scaled) or ``"both"`` (one list ranked by score). ``None``:
@@ -119,6 +129,7 @@ class GenerateOptions:
     isolation: Isolation = "auto"
     relax: Relax | None = None
     relax_steps: int = DEFAULT_RELAX_STEPS
+    threads: int | None = DEFAULT_THREADS
     source: Source | None = None
     templates: Any = None
     known: bool = True
@@ -131,6 +142,8 @@ class GenerateOptions:
 
         for name in ("k", "per_group", "max_atoms", "relax_steps"):
             put(name, _positive_int(name, getattr(self, name)))
+        if self.threads is not None:
+            put("threads", _positive_int("threads", self.threads))
         seed = self.seed
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")

@@ -307,7 +307,11 @@ class Candidate(MSONable):
         structure (``template_id`` names it in the template store, see :mod:`cryspnet_gen.templates`);
         ``score`` is the log-scale ranking score of a list that mixes both sources (``None`` otherwise).
     notes
-        Anything adjusted on the way (clamped cell, fallback volume, a second Z...).
+        Anything adjusted on the way (clamped cell, fallback volume, a second Z, a cell stretched apart...).
+    min_contact, charge_balanced
+        Set by the validity gate (:mod:`cryspnet_gen.validity`): the shortest interatomic distance as a
+        fraction of the two atoms' covalent-radius sum (at least 0.7 by default), and whether common oxidation
+        states balance the formula (``None``: not applicable, e.g. an intermetallic).
     energy_per_atom, relaxed_by, predicted_rank, relaxed_space_group
         Set by ``relax=``: energy per atom (eV/atom) of the relaxed ``structure``, what relaxed it, the rank the
         model gave before re-ranking by energy, and the space group after relaxation (symprec 0.1). ``None``
@@ -342,6 +346,8 @@ class Candidate(MSONable):
     template_id: str | None = None
     score: float | None = None
     notes: list[str] = field(default_factory=list)
+    min_contact: float | None = None
+    charge_balanced: bool | None = None
     energy_per_atom: float | None = None
     relaxed_by: str | None = None
     predicted_rank: int | None = None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from cryspnet_gen.records import Candidate, CandidateList, RelaxedCandidate
-from cryspnet_gen.runtime import torch_threads
+from cryspnet_gen.runtime import quiet_dependencies, torch_threads
 from cryspnet_gen.symmetry import SYMPREC
 
 if TYPE_CHECKING:
@@ -217,6 +217,9 @@ def relax_candidates(
         torch threads for the relaxations (``None``: torch's default, one per core); 1 is best for small cells
         or on a busy machine.
 
+    Dependencies stay quiet (:func:`cryspnet_gen.runtime.quiet_dependencies`): no scipy ``logm`` warnings, no
+    CHGNet banner on stdout.
+
     Returns
     -------
     list[RelaxedCandidate]
@@ -227,7 +230,7 @@ def relax_candidates(
         raise ValueError(f"Unknown {relaxer=}; choose from {get_args(Relaxer)}")
     if not candidates:
         return []
-    with torch_threads(threads):
+    with torch_threads(threads), quiet_dependencies():
         out = _relax_all(
             candidates, steps=steps, fmax=fmax, relax_cell=relax_cell, progress=progress, symprec=symprec
         )

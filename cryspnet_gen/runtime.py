@@ -1,14 +1,96 @@
-"""Process settings: torch threads and determinism (one place for every layer that runs torch), and the
-forwarding of names that moved to other modules (:func:`forward_moved`)."""
+"""Process settings: torch threads and determinism (one place for every layer that runs torch), quiet
+third-party libraries (:func:`quiet_dependencies`, :func:`configure_logging`), and the forwarding of names that
+moved to other modules (:func:`forward_moved`)."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import io
+import logging
+import os
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["forward_moved", "torch_settings", "torch_threads"]
+__all__ = [
+    "NOISY_LOGGERS",
+    "NOISY_WARNINGS",
+    "configure_logging",
+    "forward_moved",
+    "quiet_dependencies",
+    "torch_settings",
+    "torch_threads",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Warnings of dependencies that say nothing a user can act on: (category, message regex). scipy's ``logm``
+#: warns at almost every step of ASE's ``FrechetCellFilter`` (798 lines for one LiFePO4 relaxation).
+NOISY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (RuntimeWarning, r"logm result may be inaccurate"),
+    (UserWarning, r"No ionic radius for"),
+    (UserWarning, r"Issues encountered while parsing CIF"),
+    (UserWarning, r"No Pauling electronegativity"),
+)
+#: Loggers of dependencies that log at INFO by default (FireWorks, jobflow); kept at WARNING unless verbose.
+NOISY_LOGGERS = ("launchpad", "rocket.launcher", "fireworks", "jobflow", "maggma", "pymatgen", "chgnet")
+
+
+class _LogWriter(io.TextIOBase):
+    """A text stream whose lines go to a logger at DEBUG (for libraries that ``print``)."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        self.target = target
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.target.debug("%s", line.rstrip())
+        return len(text)
+
+
+@contextlib.contextmanager
+def quiet_dependencies() -> Iterator[None]:
+    """Keep dependencies' noise off the terminal inside the block, so that stdout carries results only.
+
+    - the warnings in :data:`NOISY_WARNINGS` are ignored;
+    - spglib's C-level messages ("spglib: ssm_get_exact_positions failed.") are switched off through
+      ``SPGLIB_WARNING=OFF`` (unless the user set that variable), which spglib reads on every message;
+    - what libraries ``print`` to stdout (CHGNet's "CHGNet v0.3.0 initialized ...", "CHGNet will run on cpu")
+      goes to this module's logger at DEBUG.
+    """
+    previous = os.environ.get("SPGLIB_WARNING")
+    if previous is None:
+        os.environ["SPGLIB_WARNING"] = "OFF"
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_LogWriter(logger)):
+            for category, pattern in NOISY_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern, category=category)
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("SPGLIB_WARNING", None)
+
+
+def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
+    """Logging for a command-line run: messages on stderr; cryspnet-gen at INFO with ``verbose``, WARNING by
+    default, ERROR with ``quiet``; dependencies' loggers (:data:`NOISY_LOGGERS`) at WARNING and Python warnings
+    hidden unless ``verbose`` (then they are logged)."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("cryspnet_gen").setLevel(
+        logging.INFO if verbose else (logging.ERROR if quiet else logging.WARNING)
+    )
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose else logging.CRITICAL)
 
 
 def forward_moved(
@@ -70,5 +152,8 @@ def torch_settings(*, threads: int | None = None, deterministic: bool = False) -
             torch.set_num_threads(max(int(threads), 1))
         yield
     finally:
-        torch.use_deterministic_algorithms(prev_det)
+        # only touch the determinism flag when asked: use_deterministic_algorithms() imports torch._inductor,
+        # seconds on a busy machine, on every prediction
+        if deterministic:
+            torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)

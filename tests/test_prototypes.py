@@ -198,3 +198,28 @@ def test_default_source_with_and_without_a_configured_store(tmp_path: Path, monk
         warnings.simplefilter("ignore", CandidateWarning)
         cands = generate_candidates("NaBr", k=1, predictor=random_predictor(), timeout=20)
     assert cands[0].source == "template" and cands[0].template_id == "mp-2"
+
+
+def test_templates_build_prototypes_command(shared_data: Path, tmp_path: Path, monkeypatch):
+    """``cryspnet-gen templates build --prototypes`` on a small data folder of real MP rows, then lookups."""
+    from cryspnet_gen.cli import main
+    from cryspnet_gen.config import CACHE_DIR_ENV
+
+    data = tmp_path / "data" / "mp2025_topology"
+    data.mkdir(parents=True)
+    lattice = pd.read_csv(shared_data / "mp2025_topology" / "lattice.csv.gz", nrows=2000)
+    parts = pd.read_csv(shared_data / "mp2025_topology" / "structures_part1.csv.gz", nrows=120)
+    lattice[lattice["material_id"].isin(parts["material_id"])].to_csv(data / "lattice.csv.gz", index=False)
+    parts.to_csv(data / "structures_part1.csv.gz", index=False)
+    for i in (2, 3, 4):
+        parts.iloc[:0].to_csv(data / f"structures_part{i}.csv.gz", index=False)
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    out = tmp_path / "lib"
+    args = ["templates", "build", "--prototypes", "--from", str(tmp_path / "data"), "--out", str(out), "-q"]
+    assert main(args) == 0
+    library = load_library(out)
+    assert 0 < len(library) <= len(library.all_rows) <= 120
+    assert main(args) == 2  # refuses to overwrite without --force
+    assert main([*args, "--force", "--per-type", "2"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["filters"]["per_type"] == 2
+    assert main(["templates", "info", str(out)]) == 0

@@ -1,8 +1,9 @@
-"""Workflows: Makers, the embedded store and its lock, the CLI, the in-process CHGNet path, VASP inputs.
+"""Workflows: Makers, FireWorks workflows, the end-to-end CLI path with CHGNet, VASP inputs (the store under damage
+and parallel use: test_store.py; the command line's checks: test_workflow_cli.py).
 
 CHGNet relaxations run with a handful of steps and one torch thread (more threads than free cores slow CHGNet
-down many times over on a busy machine). Commands that must run in separate processes (the lock, reading
-results written by another process) run ``python -m cryspnet_gen.workflows.cli`` in subprocesses.
+down many times over on a busy machine). The end-to-end commands run ``python -m cryspnet_gen.workflows.cli`` in
+subprocesses, as a user would.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -25,12 +25,18 @@ pytest.importorskip("atomate2")
 pytest.importorskip("chgnet")
 
 from _model_fixtures import shared_bundle
+from _workflow_jobs import make_fake_model
 from pymatgen.core import Lattice, Structure
 
 from cryspnet_gen.records import Candidate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "cryspnet_gen.workflows.cli"]
+
+
+@pytest.fixture
+def fake_model(tmp_path: Path) -> Path:
+    return make_fake_model(tmp_path)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -75,15 +81,6 @@ def rocksalt(a: float = 5.9) -> Structure:
 
 def cscl(a: float = 3.1) -> Structure:
     return Structure.from_spacegroup("Pm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-@pytest.fixture
-def fake_model(tmp_path: Path) -> Path:
-    """A folder that passes `submit`'s model check (the jobs that would load it are never run)."""
-    path = tmp_path / "model"
-    path.mkdir()
-    (path / "manifest.json").write_text("{}")
-    return path
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -154,18 +151,27 @@ def test_cluster_templates_parse_and_launchpad_option(tmp_path):
     settings = JobflowSettings(CONFIG_FILE=str(templates / "jobflow.yaml"))
     assert type(settings.JOB_STORE.docs_store).__name__ == "MongoStore"
     assert "data" in settings.JOB_STORE.additional_stores
-    # A LaunchPad file gives a MongoDB LaunchPad (pymongo connects lazily: no server is contacted here).
-    with open_store(launchpad=templates / "my_launchpad.yaml") as handle:
-        assert handle.folder is None and handle.spec_store is None
-        assert (
-            handle.launchpad.host == "mongodb.example.org" and handle.launchpad.name == "cryspnet_fireworks"
-        )
+    # A LaunchPad file gives a MongoDB LaunchPad, whose server is asked at once: an unreachable one fails in
+    # seconds with one line naming the file and the host (pymongo alone would wait 30 s per operation).
+    t0 = time.perf_counter()
+    with (
+        pytest.raises(StoreError, match=r"cannot reach the MongoDB of .*mongodb\.example\.org:27017") as info,
+        open_store(launchpad=templates / "my_launchpad.yaml"),
+    ):
+        pass
+    assert time.perf_counter() - t0 < 20 and "\n" not in str(info.value)
     with (
         pytest.raises(StoreError, match="not both"),
         open_store(tmp_path, launchpad=templates / "my_launchpad.yaml"),
     ):
         pass
     with pytest.raises(StoreError, match="does not exist"), open_store(launchpad=tmp_path / "missing.yaml"):
+        pass
+    (tmp_path / "bad.yaml").write_text("host: [\n")
+    with (
+        pytest.raises(StoreError, match=r"bad\.yaml cannot be read"),
+        open_store(launchpad=tmp_path / "bad.yaml"),
+    ):
         pass
     with pytest.raises(StoreError, match="no workflow store"), open_store(tmp_path / "none", readonly=True):
         pass
@@ -341,62 +347,6 @@ def test_fizzled_job_is_reported_and_can_be_rerun(tmp_path, fake_model):
         assert rerun_fizzled(store) == summary.fizzled
         [st] = workflow_status(store.launchpad)
         assert st.counts["READY"] == 1 and st.counts["FIZZLED"] == 0
-
-
-def test_lock_refuses_a_second_process_and_nothing_is_lost(tmp_path, fake_model):
-    store = tmp_path / "store"
-    ready, release = tmp_path / "ready", tmp_path / "release"
-    holder_code = textwrap.dedent(
-        f"""
-        import pathlib, time
-        from cryspnet_gen.workflows.makers import CandidateRelaxMaker, chgnet_relax_maker
-        from cryspnet_gen.workflows.manage import submit
-        from cryspnet_gen.workflows.store import open_store
-
-        maker = CandidateRelaxMaker(k=2, model_path={str(fake_model)!r}, relax_maker=chgnet_relax_maker(steps=5))
-        with open_store({str(store)!r}) as handle:
-            submit(["NaCl"], maker=maker, handle=handle)
-            pathlib.Path({str(ready)!r}).write_text("held")
-            deadline = time.monotonic() + 120
-            while not pathlib.Path({str(release)!r}).exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            submit(["LiF"], maker=maker, handle=handle)   # written while the other process was refused
-        """
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", holder_code, "holder-marker"], env=_env(), cwd=REPO_ROOT, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert holder.poll() is None, holder.communicate()
-            assert time.monotonic() < deadline, "the holder never took the store"
-            time.sleep(0.2)
-        submit = ["submit", "KCl", "-k", "2", "--steps", "5", "--model-path", fake_model, "--store", store]
-        refused = cli(*submit)
-        assert refused.returncode == 2, refused.stderr
-        assert f"in use by process {holder.pid}" in refused.stderr
-        assert "holder-marker" in refused.stderr  # the holder's command line
-        # Readers are not refused: they see the holder's last saved state and are told who is writing.
-        status = cli("status", "--store", store)
-        assert status.returncode == 0, status.stderr
-        assert "NaCl" in status.stdout and f"process {holder.pid}" in status.stderr
-    finally:
-        release.write_text("go")
-        _, err = holder.communicate(timeout=120)
-    assert holder.returncode == 0, err
-    accepted = cli(*submit)
-    assert accepted.returncode == 0, accepted.stderr
-    assert "added    KCl" in accepted.stdout
-    status = cli("status", "--store", store)
-    assert status.returncode == 0, status.stderr
-    lines = {
-        line.split()[0]: line.split() for line in status.stdout.splitlines()[2:] if line and line[0] != "s"
-    }
-    assert set(lines) == {"NaCl", "LiF", "KCl"}, status.stdout
-    # each: the generation job READY, the fan-out WAITING; nothing lost
-    assert all(row[5:7] == ["1", "1"] for row in lines.values()), status.stdout
 
 
 # ----------------------------------------------------------------------------------------------------------

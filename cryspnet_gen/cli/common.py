@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryspnet_gen.arguments import HelpFormatter, add_global_flags, existing_file
+
 if TYPE_CHECKING:
     from cryspnet_gen.predict import Predictor
 
@@ -16,11 +18,12 @@ __all__ = [
     "CLIError",
     "Command",
     "add_bravais_model",
+    "add_force",
     "add_formula_inputs",
-    "add_model_options",
     "load_predictor_for",
     "read_formulas",
     "replace_atomically",
+    "subcommand",
 ]
 
 #: A subcommand: takes the parsed arguments, returns the exit code.
@@ -41,12 +44,18 @@ def read_formulas(formulas: Sequence[str], input_file: str | None) -> list[str]:
         path = Path(input_file)
         if not path.is_file():
             raise CLIError(f"input file {input_file!r} does not exist")
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"input file {input_file!r} cannot be read as text ({exc})") from exc
         first = text.splitlines()[0] if text.strip() else ""
         if path.suffix.lower() == ".csv" or "," in first:
             import pandas as pd
 
-            frame = pd.read_csv(path)
+            try:
+                frame = pd.read_csv(path)
+            except ValueError as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
+                raise CLIError(f"{input_file}: not a readable CSV file ({exc})") from exc
             if "formula" not in frame.columns:
                 raise CLIError(
                     f"{input_file}: a CSV input needs a 'formula' column (found {list(frame.columns)})"
@@ -61,39 +70,74 @@ def read_formulas(formulas: Sequence[str], input_file: str | None) -> list[str]:
     return out
 
 
-def replace_atomically(out: Path, write: Callable[[Path], Any]) -> None:
-    """Create ``out``'s folder, ``write`` a temporary file beside ``out`` and move it into place."""
+def replace_atomically(out: Path, write: Callable[[Path], Any], *, overwrite: bool = False) -> None:
+    """Create ``out``'s folder, ``write`` a temporary file beside ``out`` and move it into place.
+
+    Refuses (``CLIError``) to replace an existing ``out`` unless ``overwrite``; a failed write leaves nothing
+    behind. The file gets the usual mode (0644 under the common umask 022).
+    """
+    if out.is_dir():
+        raise CLIError(f"{out} is a folder; give a file name")
+    if out.exists() and not overwrite:
+        raise CLIError(f"{out} already exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    write(tmp)
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # options shared by several subcommands
 
 
+def subcommand(subparsers: Any, name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand's parser: one-line usage errors, defaults shown in ``--help``, ``-v/-q`` accepted."""
+    kwargs.setdefault("formatter_class", HelpFormatter)
+    kwargs.setdefault("description", help[0].upper() + help[1:] + ".")
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help, **kwargs)
+    add_global_flags(parser)
+    return parser
+
+
 def add_formula_inputs(p: argparse.ArgumentParser) -> None:
     """``FORMULA ...`` and ``-i/--input FILE`` (read with :func:`read_formulas`)."""
-    p.add_argument("formulas", nargs="*", metavar="FORMULA")
-    p.add_argument("-i", "--input", help="file of formulas: CSV with a 'formula' column, or one per line")
+    p.add_argument(
+        "formulas", nargs="*", metavar="FORMULA", help="chemical formulas, e.g. LiFePO4 Li7La3Zr2O12"
+    )
+    p.add_argument(
+        "-i",
+        "--input",
+        type=existing_file,
+        default=None,
+        metavar="FILE",
+        help="file of formulas: CSV with a 'formula' column, or one per line (default: none)",
+    )
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """``--model NAME`` and ``--model-path DIR`` (loaded with :func:`load_predictor_for`)."""
-    p.add_argument("--model", default=None, help="shipped bundle name (default: the shipped default)")
-    p.add_argument("--model-path", default=None, help="bundle folder (wins over --model)")
+def add_force(p: argparse.ArgumentParser, what: str = "existing output files") -> None:
+    """``--force``: replace existing output."""
+    p.add_argument("--force", action="store_true", help=f"replace {what} (default: refuse)")
 
 
 def add_bravais_model(p: argparse.ArgumentParser) -> None:
     """``--bravais-model master|metal|oxide``."""
-    p.add_argument("--bravais-model", choices=["master", "metal", "oxide"], default="master")
+    p.add_argument(
+        "--bravais-model",
+        choices=["master", "metal", "oxide"],
+        default="master",
+        help="Bravais-lattice network: master (all compounds), or the paper's metal or oxide networks",
+    )
 
 
 def load_predictor_for(args: argparse.Namespace) -> Predictor:
-    """The predictor of ``--model-path`` or ``--model`` (the shipped default when neither is given)."""
+    """The predictor of ``--model`` (a shipped name or a bundle folder; the shipped default when not given)."""
+    from cryspnet_gen.bundle import available_bundles
     from cryspnet_gen.predict import load_predictor
 
-    if getattr(args, "model_path", None):
-        return load_predictor(path=args.model_path)
-    return load_predictor(getattr(args, "model", None))
+    model = getattr(args, "model", None)
+    if model is None or model in available_bundles():
+        return load_predictor(model)
+    return load_predictor(path=model)

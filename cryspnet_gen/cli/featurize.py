@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cryspnet_gen.cli.common import add_formula_inputs, read_formulas, replace_atomically
+from cryspnet_gen.arguments import new_output_path
+from cryspnet_gen.cli.common import (
+    add_force,
+    add_formula_inputs,
+    read_formulas,
+    replace_atomically,
+    subcommand,
+)
 
 __all__ = ["add_subcommands", "cmd_featurize"]
 
@@ -24,7 +31,7 @@ def cmd_featurize(args: argparse.Namespace) -> int:
     frame.insert(1, "error", feats.errors)
     if args.output:
         out = Path(args.output)
-        replace_atomically(out, lambda tmp: frame.to_csv(tmp, index=False))
+        replace_atomically(out, lambda tmp: frame.to_csv(tmp, index=False), overwrite=args.force)
         print(f"wrote {len(frame)} rows x {len(feats.labels)} features to {out}")
     else:
         shown = frame.set_index("formula").drop(columns="error").T
@@ -40,7 +47,15 @@ def cmd_featurize(args: argparse.Namespace) -> int:
 
 def add_subcommands(subparsers: Any) -> None:
     """Add ``featurize`` to the ``cryspnet-gen`` subparsers."""
-    p = subparsers.add_parser("featurize", help="composition features of formulas (CSV)")
+    p = subcommand(subparsers, "featurize", "composition features of formulas (CSV)")
     add_formula_inputs(p)
-    p.add_argument("-o", "--output", help="CSV file to write (default: print a preview)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=new_output_path,
+        default=None,
+        metavar="FILE",
+        help="CSV file to write (default: print a preview)",
+    )
+    add_force(p, "an existing output file")
     p.set_defaults(func=cmd_featurize)

@@ -6,14 +6,23 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any, cast
 
-from cryspnet_gen.arguments import add_source_options
+from cryspnet_gen.arguments import (
+    add_model_option,
+    add_source_options,
+    non_negative_int,
+    output_folder,
+    positive_float,
+    positive_int,
+    space_group_number,
+)
 from cryspnet_gen.cli.common import (
     CLIError,
     add_bravais_model,
+    add_force,
     add_formula_inputs,
-    add_model_options,
     load_predictor_for,
     read_formulas,
+    subcommand,
 )
 
 if TYPE_CHECKING:
@@ -27,11 +36,11 @@ __all__ = ["add_subcommands", "cmd_generate", "generate_options", "output_format
 
 
 def output_formats(text: str) -> tuple[FileFormat, ...]:
-    """The ``--format`` value as a tuple of ``poscar`` / ``cif``."""
+    """The ``--format`` value as a tuple of ``poscar`` / ``cif`` (an argparse type)."""
     names = tuple(f.strip().lower() for f in text.split(",") if f.strip())
     unknown = set(names) - {"poscar", "cif"}
     if unknown or not names:
-        raise CLIError(f"--format takes poscar and/or cif, comma-separated; got {text!r}")
+        raise argparse.ArgumentTypeError(f"takes poscar and/or cif, comma-separated; got {text!r}")
     return tuple(cast("FileFormat", f) for f in names)
 
 
@@ -45,6 +54,7 @@ OPTION_ARGS = {
     "timeout": "timeout",
     "relax": "relax",
     "relax_steps": "steps",
+    "threads": "threads",
     "source": "source",
     "known": "known",
 }
@@ -83,54 +93,112 @@ def report(result: GenerationResult, out: Path, formats: tuple[FileFormat, ...],
         return False
     for cand in result.candidates:
         extra = "" if cand.energy_per_atom is None else f", E = {cand.energy_per_atom:.4f} eV/atom"
+        a, b, c = (f"{x:.2f}" for x in cand.structure.lattice.abc)
         print(
             f"{cand.formula:>16}  #{cand.rank}  {cand.bravais} {cand.space_group_symbol} ({cand.space_group})  "
-            f"p = {cand.probability:.3f}  Z = {cand.z}  {cand.nsites} sites{extra}"
-            + (f"  [template {cand.template_id}]" if cand.template_id else "")
+            f"p = {cand.probability:.3f}  Z = {cand.z}  {cand.nsites} sites  a b c = {a} {b} {c} Å{extra}"
+            + (f"  [{cand.source} {cand.template_id}]" if cand.template_id else "")
+            + ("  [not charge-balanced]" if cand.charge_balanced is False else "")
         )
     print(f"  -> {len(paths)} files in {out}")
     return True
+
+
+def check_outputs(formulas: list[str], out: Path, *, force: bool) -> None:
+    """Refuse, before any work, to write over a formula's files from an earlier run (unless ``force``)."""
+    from cryspnet_gen.files import existing_candidate_files
+
+    if force:
+        return
+    existing = existing_candidate_files(out, formulas)
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise CLIError(
+            f"{existing[0]} already exists{more}: choose another -o folder or pass --force to replace"
+        )
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cryspnet_gen.generate import generate_many
+    from cryspnet_gen.runtime import quiet_dependencies
 
     formulas = read_formulas(args.formulas, args.input)
-    formats = output_formats(args.format)
     out = Path(args.output)
+    check_outputs(formulas, out, force=args.force)
     options = generate_options(args)
-    predictor = load_predictor_for(args)
-    results = generate_many(formulas, options=options, predictor=predictor, progress=not args.quiet)
-    n_failed = sum(not report(r, out, formats, overwrite=args.force) for r in results)
+    with quiet_dependencies():
+        predictor = load_predictor_for(args)
+        results = generate_many(formulas, options=options, predictor=predictor, progress=not args.quiet)
+    n_failed = sum(not report(r, out, args.format, overwrite=args.force) for r in results)
     return 1 if n_failed else 0
 
 
 def add_subcommands(subparsers: Any) -> None:
     """Add ``generate`` to the ``cryspnet-gen`` subparsers."""
-    p = subparsers.add_parser(
-        "generate", help="candidate crystal structures of formulas, written as POSCAR/CIF"
-    )
+    from cryspnet_gen.options import DEFAULT_MAX_ATOMS, DEFAULT_RELAX_STEPS, DEFAULT_THREADS, DEFAULT_TIMEOUT
+
+    p = subcommand(subparsers, "generate", "candidate crystal structures of formulas, written as POSCAR/CIF")
     add_formula_inputs(p)
-    p.add_argument("-k", type=int, default=3, help="candidates per formula (default 3)")
-    p.add_argument("-o", "--output", default="candidates", help="output folder (default ./candidates)")
-    p.add_argument("--format", default="poscar,cif", help="poscar and/or cif, comma-separated")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-atoms", type=int, default=200, help="largest conventional cell to build")
-    p.add_argument("--space-group", type=int, action="append", help="force this space group (repeatable)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per formula")
+    p.add_argument("-k", type=positive_int, default=3, help="candidates per formula")
     p.add_argument(
-        "--relax", choices=["chgnet"], default=None, help="relax with CHGNet and re-rank by energy"
+        "-o", "--output", type=output_folder, default="candidates", metavar="DIR", help="output folder"
     )
-    p.add_argument("--steps", type=int, default=300, help="relaxation steps cap (with --relax)")
-    add_model_options(p)
+    p.add_argument(
+        "--format",
+        type=output_formats,
+        default="poscar,cif",
+        help="structure files: poscar and/or cif, comma-separated",
+    )
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="random seed: the same seed, model and options rebuild the same structures",
+    )
+    p.add_argument(
+        "--max-atoms", type=positive_int, default=DEFAULT_MAX_ATOMS, help="largest conventional cell to build"
+    )
+    p.add_argument(
+        "--space-group",
+        type=space_group_number,
+        action="append",
+        metavar="N",
+        help="build only in this space group, 1..230; repeatable (default: the model's ranking)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds per formula",
+    )
+    p.add_argument(
+        "--relax",
+        choices=["chgnet"],
+        default=None,
+        help="relax with CHGNet and re-rank by energy per atom (default: not relaxed)",
+    )
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=DEFAULT_RELAX_STEPS,
+        help="relaxation step cap per structure (with --relax)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=DEFAULT_THREADS,
+        help="torch threads for --relax; more threads than free cores slow CHGNet down many times over "
+        "(default: %(default)s, measured fastest: docs/benchmarks.md)",
+    )
+    add_model_option(p)
     add_bravais_model(p)
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_force(p)
     add_source_options(
         p,
-        templates_help="template store or prototype library folder (default $CRYSPNET_GEN_TEMPLATES, else the "
+        templates_help="template store or prototype library folder (default: $CRYSPNET_GEN_TEMPLATES, else the "
         "prototype library shipped with cryspnet-gen)",
     )
     p.set_defaults(func=cmd_generate)

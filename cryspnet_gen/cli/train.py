@@ -6,12 +6,16 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES, CLIError
+from cryspnet_gen.arguments import add_model_option, existing_file, non_negative_int, positive_int
+from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES, CLIError, add_force, subcommand
 
 if TYPE_CHECKING:
     from cryspnet_gen.train import TrainConfig
 
-__all__ = ["add_subcommands", "cmd_evaluate", "cmd_train", "train_config"]
+__all__ = ["PRESETS", "add_subcommands", "cmd_evaluate", "cmd_train", "train_config"]
+
+#: The names ``TrainConfig.preset`` knows (tests/test_cli.py checks that they agree).
+PRESETS = ("default", "fast", "shipped", "tiny")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -23,9 +27,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig.preset(args.preset) if args.preset else TrainConfig()
     if args.config:
         path = Path(args.config)
-        if not path.is_file():
-            raise CLIError(f"config file {args.config!r} does not exist")
-        overrides = json.loads(path.read_text())
+        try:
+            overrides = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CLIError(f"config file {args.config!r} is not readable JSON ({exc})") from exc
+        if not isinstance(overrides, dict):
+            raise CLIError(f"config file {args.config!r} must hold a JSON object of TrainConfig fields")
         unknown = set(overrides) - set(config.as_dict()) - {"@module", "@class", "@version"}
         if unknown:
             raise CLIError(f"{args.config}: unknown TrainConfig field(s) {sorted(unknown)}")
@@ -60,11 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cryspnet_gen.cli.common import load_predictor_for
     from cryspnet_gen.evaluate import evaluate
     from cryspnet_gen.predict import load_predictor
     from cryspnet_gen.train import frame_and_features
 
-    predictor = load_predictor(path=args.model_path)
+    predictor = load_predictor_for(args)
     frame, X = frame_and_features(
         "bench", data_dir=args.data_dir, progress=not args.quiet, max_rows=args.max_rows
     )
@@ -90,37 +98,61 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_train(subparsers: Any) -> None:
-    p = subparsers.add_parser("train", help="train a model bundle on a named split of the open data")
-    p.add_argument(
-        "--split", choices=["bench", "full"], default="bench", help="bench: test formulas held out"
+    p = subcommand(
+        subparsers,
+        "train",
+        "train a model bundle on a named split of the open data",
+        description="Train a model bundle (preset 'shipped': about 25 min on 2 cores per split).",
     )
-    p.add_argument("--out", required=True, help="folder to write the bundle into (as OUT/NAME)")
-    p.add_argument("--name", default=None, help="bundle name (default cryspnet-SPLIT)")
+    p.add_argument(
+        "--split", choices=["bench", "full"], default="bench", help="bench: test formulas held out; full: all"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="folder to write the bundle into (as OUT/NAME)"
+    )
+    p.add_argument("--name", default=None, help="bundle name (default: cryspnet-SPLIT)")
     p.add_argument("--version", default="1", help="bundle version string")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--labels", choices=LABEL_POLICIES, default="mp", help="labelling policy")
-    p.add_argument("--preset", default=None, help="named hyperparameter preset (see TrainConfig.preset)")
-    p.add_argument("--config", default=None, help="JSON file of TrainConfig fields overriding the preset")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-rows", type=int, default=None, help="use only the first N rows of each source")
-    p.add_argument("--force", action="store_true", help="overwrite an existing bundle folder")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--preset", choices=PRESETS, default=None, help="named hyperparameter preset (default: 'default')"
+    )
+    p.add_argument(
+        "--config",
+        type=existing_file,
+        default=None,
+        metavar="FILE",
+        help="JSON file of TrainConfig fields overriding the preset (default: none)",
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="training and validation-draw seed")
+    p.add_argument(
+        "--max-rows",
+        type=positive_int,
+        default=None,
+        help="use only the first N rows of each source (default: all)",
+    )
+    add_force(p, "an existing bundle folder")
     p.set_defaults(func=cmd_train)
 
 
 def add_evaluate(subparsers: Any) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluation report of a bench-split bundle on the test sets")
-    p.add_argument("--model-path", required=True, help="bundle folder trained on the bench split")
-    p.add_argument("--out", required=True, help="folder for evaluation.md, evaluation.json and plots")
-    p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--no-rf", action="store_true", help="skip the RandomForest baseline")
-    p.add_argument("--rf-trees", type=int, default=200)
+    p = subcommand(subparsers, "evaluate", "evaluation report of a bench-split bundle on the test sets")
+    add_model_option(p, required=True)
     p.add_argument(
-        "--ablation", action="append", metavar="POLICY=DIR", help="another bundle to score, e.g. mp+cod=DIR"
+        "--out", required=True, metavar="DIR", help="folder for evaluation.md, evaluation.json and plots"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-rows", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--no-rf", action="store_true", help="skip the RandomForest baseline")
+    p.add_argument("--rf-trees", type=positive_int, default=200, help="trees of the RandomForest baseline")
+    p.add_argument(
+        "--ablation",
+        action="append",
+        metavar="POLICY=DIR",
+        default=None,
+        help="another bundle to score, e.g. mp+cod=DIR; repeatable (default: none)",
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="RandomForest seed")
+    p.add_argument("--max-rows", type=positive_int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 
 

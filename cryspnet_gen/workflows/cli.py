@@ -1,14 +1,16 @@
-"""``cryspnet-gen submit | run | status | results``: candidate relaxation workflows from the command line.
+"""``cryspnet-gen submit | run | status | results | restore``: candidate relaxation workflows from the command line.
 
-:func:`add_subcommands` adds the four subcommands to the main ``cryspnet-gen`` parser::
+:func:`add_subcommands` adds the subcommands to the main ``cryspnet-gen`` parser::
 
     sub = parser.add_subparsers(dest="command", required=True)
     from cryspnet_gen.workflows.cli import add_subcommands
     add_subcommands(sub)
 
-Each sets ``func``, which takes the parsed ``argparse.Namespace`` and returns the exit code (0 ok; 1 some
-formulas or jobs failed; 2 a usage or store error, printed on stderr without a traceback). The module also
-runs on its own: ``python -m cryspnet_gen.workflows.cli results NaCl``.
+Every option is checked when the command line is parsed (argparse types and choices: a bad value is a usage
+error, exit 2). Each command sets ``func``, which takes the parsed ``argparse.Namespace`` and returns the exit
+code: 0 ok; 1 some formulas or jobs failed; 2 a usage or store error; 130 interrupted. Errors are one line on
+stderr, never a traceback (``-v`` adds it). The module also runs on its own:
+``python -m cryspnet_gen.workflows.cli results NaCl``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import argparse
 import functools
 import json
 import logging
+import math
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,12 +29,14 @@ from typing import Any
 from cryspnet_gen.arguments import add_source_options
 
 __all__ = [
+    "add_restore",
     "add_results",
     "add_run",
     "add_status",
     "add_subcommands",
     "add_submit",
     "build_parser",
+    "cmd_restore",
     "cmd_results",
     "cmd_run",
     "cmd_status",
@@ -39,78 +45,224 @@ __all__ = [
 ]
 
 Command = Callable[[argparse.Namespace], int]
+#: Seconds a writer waits for the store by default (see ``cryspnet_gen.workflows.store.DEFAULT_WAIT``).
+DEFAULT_WAIT = 600.0
+#: Default seconds without a sign of life after which a MongoDB job counts as lost (FireWorks' 4 h).
+DEFAULT_LOST_AFTER = 4 * 3600.0
+DEFAULT_THREADS = 1
 
 
 class WorkflowCLIError(Exception):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from cryspnet_gen.bundle import BundleError
+    from cryspnet_gen.sources.templates import TemplateStoreError
+    from cryspnet_gen.workflows.errors import StoreError
+
+    return (StoreError, WorkflowCLIError, BundleError, TemplateStoreError, OSError)
+
+
 def _user_errors(func: Command) -> Command:
-    """Print user-facing errors (store locked, bad model path, ...) as one line and return 2."""
+    """Catch every error of a command in one place: one line on stderr (the traceback too with ``-v``)."""
 
     @functools.wraps(func)
     def wrapper(args: argparse.Namespace) -> int:
-        from cryspnet_gen.bundle import BundleError
-        from cryspnet_gen.sources.templates import TemplateStoreError
-        from cryspnet_gen.workflows.store import StoreError
-
+        prog = f"cryspnet-gen {args.command}"
+        verbose = bool(getattr(args, "verbose", False))
         try:
             return func(args)
-        except (StoreError, WorkflowCLIError, BundleError, TemplateStoreError, FileNotFoundError) as exc:
-            print(f"cryspnet-gen {args.command}: error: {exc}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted; nothing saved was lost", file=sys.stderr)
+            return 130
+        except _expected_errors() as exc:
+            if verbose:
+                traceback.print_exc()
+            print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
             return 2
+        except Exception as exc:  # the command line's last line of defence: one line, not a traceback
+            if verbose:
+                traceback.print_exc()
+            hint = "" if verbose else " (-v shows the traceback)"
+            print(f"{prog}: unexpected error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
+            return 1
 
     return wrapper
 
 
-def _store_options(p: argparse.ArgumentParser, *, wait: bool = True) -> None:
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------
+# option types: a bad value is an argparse usage error (one line, exit 2)
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, what: str = "") -> Callable:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if (
+            not math.isfinite(value)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, 1, what="a positive integer")
+non_negative_int = _number(int, 0, what="an integer >= 0")
+positive_float = _number(float, 1e-12, what="a positive number")
+non_negative_float = _number(float, 0, what="a number >= 0")
+space_group = _number(int, 1, 230, what="a space group number (1-230)")
+
+
+def store_dir(text: str) -> str:
+    """``--store DIR``: any path that is not an existing file (a new folder is created when writing)."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a store folder")
+    return text
+
+
+def existing_file(text: str) -> str:
+    if not Path(text).expanduser().is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an existing file")
+    return text
+
+
+def bundle_dir(text: str) -> str:
+    if not (Path(text).expanduser() / "manifest.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model bundle folder (no manifest.json)")
+    return text
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to each option's help that does not say its default already (flags excepted)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.nargs == 0:
+            return text
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _new_parser(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand parser that shows every default and takes ``-v`` and ``-q`` after the command."""
+    p: argparse.ArgumentParser = subparsers.add_parser(name, formatter_class=DefaultsHelpFormatter, **kwargs)
+    # SUPPRESS: a `cryspnet-gen -v COMMAND` given before the command is kept.
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+        help="log more, and show the traceback of an error",
+    )  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="print less (no progress bar, no hints)")
+    return p
+
+
+def _store_options(p: argparse.ArgumentParser, *, wait: bool = True, launchpad: bool = True) -> None:
     g = p.add_argument_group("where workflows live (default: the embedded store)")
     g.add_argument(
         "--store",
         metavar="DIR",
+        type=store_dir,
         default=None,
-        help="embedded store folder (default: $CRYSPNET_GEN_STORE or ~/.local/share/cryspnet-gen/store)",
+        help="embedded workflow store folder (default: $CRYSPNET_GEN_STORE, else "
+        "~/.local/share/cryspnet-gen/store)",
     )
-    g.add_argument(
-        "--launchpad",
-        metavar="FILE",
-        default=None,
-        help="FireWorks my_launchpad.yaml of a MongoDB instead (job outputs: jobflow's JOB_STORE, "
-        "set by $JOBFLOW_CONFIG_FILE)",
-    )
+    if launchpad:
+        g.add_argument(
+            "--launchpad",
+            metavar="FILE",
+            type=existing_file,
+            default=None,
+            help="FireWorks my_launchpad.yaml of a MongoDB instead (job outputs: jobflow's JOB_STORE, "
+            "set by $JOBFLOW_CONFIG_FILE; default: the embedded store)",
+        )
     if wait:
         g.add_argument(
             "--wait",
-            type=float,
-            default=0.0,
+            type=non_negative_float,
+            default=DEFAULT_WAIT,
             metavar="SECONDS",
-            help="wait this long for another process using the embedded store (default: refuse at once)",
+            help="how long to wait for another process using the embedded store (0: fail at once)",
         )
 
 
-def _open(args: argparse.Namespace, *, readonly: bool = False) -> Any:
-    from cryspnet_gen.workflows.store import open_store
-
-    return open_store(
-        args.store, launchpad=args.launchpad, readonly=readonly, wait=getattr(args, "wait", 0.0)
+def _lost_after_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--lost-after",
+        type=positive_float,
+        default=DEFAULT_LOST_AFTER,
+        metavar="SECONDS",
+        help="a RUNNING job without a sign of life for this long counts as lost (MongoDB)",
     )
+
+
+def _print_wait(store: str) -> Callable[[dict[str, Any], float, float], None]:
+    from cryspnet_gen.workflows.errors import describe_holder
+
+    started: list[bool] = []
+
+    def on_wait(holder: dict[str, Any], waited: float, limit: float) -> None:
+        who = describe_holder(holder)
+        if not started:
+            started.append(True)
+            print(
+                f"waiting for the workflow store {store}: in use by {who}; waiting up to {limit:.0f} s "
+                "(--wait SECONDS to change)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"still waiting for {who} ({waited:.0f} of {limit:.0f} s)", file=sys.stderr)
+
+    return on_wait
+
+
+def _open(args: argparse.Namespace, *, readonly: bool = False, force_new: bool = False) -> Any:
+    from cryspnet_gen.workflows.store import open_store, resolve_store_dir
+
+    launchpad = getattr(args, "launchpad", None)
+    if args.store is not None and launchpad is not None:
+        raise WorkflowCLIError("give either --store DIR or --launchpad FILE, not both")
+    return open_store(
+        args.store,
+        launchpad=launchpad,
+        readonly=readonly,
+        wait=getattr(args, "wait", DEFAULT_WAIT),
+        force_new=force_new,
+        on_wait=_print_wait(str(resolve_store_dir(args.store))),
+    )
+
+
+def _hint(args: argparse.Namespace) -> str:
+    if args.store:
+        return f" --store {args.store}"
+    return f" --launchpad {args.launchpad}" if getattr(args, "launchpad", None) else ""
 
 
 def _check_model(args: argparse.Namespace) -> None:
     from cryspnet_gen.bundle import DEFAULT_BUNDLE, available_bundles
 
     if args.model_path:
-        path = Path(args.model_path).expanduser()
-        if not (path / "manifest.json").is_file():
-            raise WorkflowCLIError(
-                f"--model-path {args.model_path!r} is not a model bundle folder (no manifest.json)"
-            )
-        return
+        return  # checked by its type (a folder with manifest.json)
     name = args.model or DEFAULT_BUNDLE
     shipped = available_bundles()
     if name not in shipped:
         raise WorkflowCLIError(
-            f"no shipped model bundle named {name!r} (shipped: {shipped or 'none'}): pass --model-path DIR"
+            f"--model {name!r} is not a shipped model bundle (shipped: {', '.join(shipped) or 'none'}); "
+            "pass --model-path DIR for your own"
         )
 
 
@@ -143,8 +295,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from cryspnet_gen.workflows.manage import submit
 
     _check_model(args)
-    if args.k < 1:
-        raise WorkflowCLIError(f"-k must be >= 1, got {args.k}")
     maker = CandidateRelaxMaker(
         k=args.k,
         seed=args.seed,
@@ -156,7 +306,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         relax_category=args.relax_category,
         generate_kwargs=_source_kwargs(args),
     )
-    with _open(args) as handle:
+    try:
+        maker.generate_options()  # every generation option checked now, not on a worker
+    except (ValueError, TypeError) as exc:
+        raise WorkflowCLIError(str(exc)) from None
+    with _open(args, force_new=args.force_new) as handle:
         outcomes = submit(args.formulas, maker=maker, handle=handle)
         where = handle.location
     n_added = n_there = n_bad = 0
@@ -174,13 +328,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 f"fireworks {o.fw_ids}, key {o.key}); not added again"
             )
     print(f"{n_added} added, {n_there} already there, {n_bad} bad formula(s); store: {where}")
-    if n_added:
-        hint = (
-            f" --store {args.store}"
-            if args.store
-            else (f" --launchpad {args.launchpad}" if args.launchpad else "")
-        )
-        print(f"run them with: cryspnet-gen run{hint}   (or rlaunch/qlaunch on a cluster)")
+    if n_added and not args.quiet:
+        print(f"run them with: cryspnet-gen run{_hint(args)}   (or rlaunch/qlaunch on a cluster)")
     return 1 if n_bad else 0
 
 
@@ -188,16 +337,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from cryspnet_gen.workflows.manage import run_local
 
+    verbose = bool(getattr(args, "verbose", False))
     with _open(args) as handle:
         summary = run_local(
             handle,
             formulas=args.formulas or None,
             rerun_fizzled_first=args.rerun_fizzled,
+            rerun_lost=args.rerun_lost,
+            lost_after=args.lost_after,
             max_jobs=args.max_jobs,
             category=args.category,
             progress=not args.quiet,
-            fw_log_level="INFO" if getattr(args, "verbose", False) else "WARNING",
+            fw_log_level="INFO" if verbose else "WARNING",
             threads=args.threads,
+            tracebacks=verbose,
         )
     if summary.recovered:
         print(
@@ -209,37 +362,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"ran {summary.launched} job(s) in {summary.seconds:.1f} s: {len(summary.completed)} COMPLETED, "
         f"{len(summary.fizzled)} FIZZLED"
     )
-    if summary.fizzled:
+    if summary.fizzled and not args.quiet:
         print(
             "see the errors with `cryspnet-gen results FORMULA`; rerun with `cryspnet-gen run --rerun-fizzled`"
         )
     if summary.interrupted:
+        stopped = f"stopped job(s) {summary.stopped}, READY again; " if summary.stopped else ""
         print(
-            "interrupted: the running job is FIZZLED; `cryspnet-gen run --rerun-fizzled` continues",
+            f"cryspnet-gen run: interrupted: {stopped}`cryspnet-gen run{_hint(args)}` continues",
             file=sys.stderr,
         )
         return 130
     return 1 if summary.fizzled else 0
 
 
-def _busy_note(handle: Any) -> None:
-    if handle.busy:
-        b = handle.busy
-        print(
-            f"note: process {b.get('pid', '?')} ({b.get('command', '?')}) is writing this store; "
-            "showing its last saved state",
-            file=sys.stderr,
-        )
-
-
 @_user_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    from cryspnet_gen.workflows.manage import workflow_status
+    from cryspnet_gen.workflows.manage import store_notes, workflow_status
 
     with _open(args, readonly=True) as handle:
-        _busy_note(handle)
         rows = workflow_status(handle.launchpad, args.formulas or None)
+        notes = [] if args.quiet else store_notes(handle, expiration_secs=args.lost_after)
         where = handle.location
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if not rows:
         print(f"no workflows{' for ' + ', '.join(args.formulas) if args.formulas else ''} in {where}")
         return 1 if args.formulas else 0
@@ -266,7 +412,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     failed = False
     payload = []
     with _open(args, readonly=True) as handle:
-        _busy_note(handle)
+        if handle.busy and not args.quiet:
+            from cryspnet_gen.workflows.errors import describe_holder
+
+            print(f"note: {describe_holder(handle.busy)} is writing this store; these are its last saved "
+                  "results", file=sys.stderr)  # fmt: skip
         job_store = handle.job_store()
         seen: set[str] = set()
         for formula in args.formulas:
@@ -306,38 +456,83 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+@_user_errors
+def cmd_restore(args: argparse.Namespace) -> int:
+    from cryspnet_gen.workflows.store import resolve_store_dir, restore_store
+
+    lines, usable = restore_store(
+        args.store, wait=args.wait, on_wait=_print_wait(str(resolve_store_dir(args.store)))
+    )
+    for line in lines:
+        print(line)
+    if not usable:
+        print(
+            "cryspnet-gen restore: some files have no good backup: keep the folder for inspection and start a "
+            f"new store with `cryspnet-gen submit --force-new{_hint(args)} ...`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------
 
 
 def add_submit(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = _new_parser(
+        subparsers,
         "submit",
         help="add candidate-relaxation workflows (generate k candidates, relax each, rank by energy)",
         description="Add one FireWorks workflow per formula: generate k candidates, relax each (CHGNet or "
         "VASP via atomate2), rank them by energy per atom. Submitting the same formula with the same "
-        "settings again adds nothing.",
+        "settings again adds nothing. Several submits at once wait for each other.",
     )
-    p.add_argument("formulas", nargs="+", metavar="FORMULA")
-    p.add_argument("-k", type=int, default=3, help="candidates per formula (default 3)")
-    p.add_argument("--relax", choices=["chgnet", "vasp"], default="chgnet", help="relaxer (default chgnet)")
-    p.add_argument("--steps", type=int, default=None, help="ionic step cap (chgnet default 500; vasp: NSW)")
-    p.add_argument("--fmax", type=float, default=None, help="force criterion, eV/Å (chgnet default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="structure generation seed (default 0)")
-    p.add_argument("--model", default=None, help="shipped model bundle name (default: the shipped default)")
+    p.add_argument("formulas", nargs="+", metavar="FORMULA", help="chemical formulas, e.g. NaCl Li7La3Zr2O12")
+    p.add_argument("-k", type=positive_int, default=3, help="candidates per formula")
+    p.add_argument("--relax", choices=["chgnet", "vasp"], default="chgnet", help="relaxer")
     p.add_argument(
-        "--model-path", default=None, metavar="DIR", help="model bundle folder (wins over --model)"
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="ionic step cap (default: 500 for chgnet, MP's NSW for vasp)",
     )
-    p.add_argument("--max-atoms", type=int, default=None, help="largest candidate cell to generate")
+    p.add_argument(
+        "--fmax",
+        type=positive_float,
+        default=None,
+        help="force criterion, eV/Å (default: 0.1 for chgnet, MP's EDIFFG for vasp)",
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0, help="structure generation seed")
+    p.add_argument(
+        "--model", default=None, help="shipped model bundle name (default: the shipped default bundle)"
+    )
+    p.add_argument(
+        "--model-path",
+        type=bundle_dir,
+        default=None,
+        metavar="DIR",
+        help="model bundle folder, wins over --model (default: none)",
+    )
+    p.add_argument(
+        "--max-atoms",
+        type=positive_int,
+        default=None,
+        help="largest candidate cell in atoms (default: the generator's)",
+    )
     p.add_argument(
         "--space-group",
-        type=int,
+        type=space_group,
         action="append",
         default=None,
         metavar="N",
-        help="generate in this space group instead of the predicted ones (repeatable)",
+        help="generate in this space group (1-230) instead of the predicted ones; repeatable (default: the "
+        "predicted groups)",
     )
     p.add_argument(
-        "--relax-category", default=None, metavar="NAME", help="FireWorks _category of the relaxation jobs"
+        "--relax-category",
+        default=None,
+        metavar="NAME",
+        help="FireWorks _category of the relaxation jobs (default: none, any worker)",
     )
     add_source_options(
         p,
@@ -345,61 +540,116 @@ def add_submit(subparsers: Any) -> None:
         "prototype library shipped with cryspnet-gen)",
     )
     _store_options(p)
+    p.add_argument(
+        "--force-new",
+        action="store_true",
+        help="start a new embedded store even if the folder holds a damaged one (its files are kept, renamed "
+        "*.old-<time>)",
+    )
     p.set_defaults(func=cmd_submit)
 
 
 def add_run(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = _new_parser(
+        subparsers,
         "run",
-        help="run the submitted workflows here, job after job (FireWorks rapidfire)",
-        description="Run READY jobs in this process until none is left, showing progress.",
+        help="run the submitted workflows here, job after job (FireWorks rockets)",
+        description="Run READY jobs in this process until none is left, showing progress. Jobs of a run "
+        "that was killed are run again; Ctrl-C stops, leaving the interrupted job READY. Between jobs the "
+        "store is handed to a waiting submit.",
     )
     p.add_argument("formulas", nargs="*", metavar="FORMULA", help="only these formulas' workflows")
     p.add_argument("--rerun-fizzled", action="store_true", help="run FIZZLED jobs again first")
-    p.add_argument("--max-jobs", type=int, default=None, metavar="N", help="stop after N jobs")
+    p.add_argument(
+        "--rerun-lost",
+        action="store_true",
+        help="MongoDB: first run again the jobs whose runs were lost (FireWorks' detect_lostruns); the "
+        "embedded store always does",
+    )
+    _lost_after_option(p)
+    p.add_argument(
+        "--max-jobs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N jobs (default: no limit)",
+    )
     p.add_argument(
         "--category",
         default=None,
-        help="only jobs of this FireWorks _category ('__none__': only uncategorised)",
+        help="only jobs of this FireWorks _category ('__none__': only uncategorised; default: any)",
     )
     p.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="torch threads (1 is fastest for small cells)"
+        "--threads",
+        type=positive_int,
+        default=DEFAULT_THREADS,
+        metavar="N",
+        help="torch threads per job (1 is fastest for CHGNet on small cells and on shared machines)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _store_options(p)
     p.set_defaults(func=cmd_run)
 
 
 def add_status(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "status", help="jobs per state (READY / RUNNING / COMPLETED / FIZZLED) for each submitted formula"
+    p = _new_parser(
+        subparsers,
+        "status",
+        help="jobs per state (READY / RUNNING / COMPLETED / FIZZLED) for each submitted formula",
+        description="Jobs per state for each workflow, and notes on work that is waiting, running, "
+        "interrupted or lost (on stderr).",
     )
     p.add_argument("formulas", nargs="*", metavar="FORMULA", help="only these formulas")
+    _lost_after_option(p)
     _store_options(p, wait=False)
     p.set_defaults(func=cmd_status)
 
 
 def add_results(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = _new_parser(
+        subparsers,
         "results",
         help="ranking of the relaxed candidates of a formula; relaxed structures as CIF",
         description="Table of rank, predicted group and probability, relaxed energy per atom, space group "
         "after relaxation (symprec 0.1) and volume change; FIZZLED jobs with their error.",
     )
-    p.add_argument("formulas", nargs="+", metavar="FORMULA")
+    p.add_argument("formulas", nargs="+", metavar="FORMULA", help="formulas whose results to show")
     p.add_argument(
-        "-o", "--output", metavar="DIR", help="write CIFs, summary.csv, results.json to DIR/<label>/"
+        "-o",
+        "--output",
+        metavar="DIR",
+        default=None,
+        help="write CIFs, summary.csv, results.json to DIR/<label>/ (default: write nothing)",
     )
-    p.add_argument("-k", type=int, default=None, help="only workflows with this k")
-    p.add_argument("--seed", type=int, default=None, help="only workflows with this seed")
-    p.add_argument("--relax", default=None, help="only workflows with this relaxer (chgnet, vasp)")
+    p.add_argument("-k", type=positive_int, default=None, help="only workflows with this k (default: any)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=None, help="only workflows with this seed (default: any)"
+    )
+    p.add_argument(
+        "--relax",
+        choices=["chgnet", "vasp"],
+        default=None,
+        help="only workflows with this relaxer (default: any)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     _store_options(p, wait=False)
     p.set_defaults(func=cmd_results)
 
 
+def add_restore(subparsers: Any) -> None:
+    p = _new_parser(
+        subparsers,
+        "restore",
+        help="put back the last good copy of damaged or missing files of an embedded workflow store",
+        description="Check launchpad.json, jobs.json and data.json of an embedded store; replace each damaged "
+        "or missing one by its backup (*.bak, the copy written with it), keeping the damaged file as "
+        "<name>.damaged-<time>. Good files are left alone.",
+    )
+    _store_options(p, launchpad=False)
+    p.set_defaults(func=cmd_restore)
+
+
 def add_subcommands(subparsers: Any) -> None:
-    """Add ``submit``, ``run``, ``status`` and ``results`` to the ``cryspnet-gen`` subparsers.
+    """Add ``submit``, ``run``, ``status``, ``results`` and ``restore`` to the ``cryspnet-gen`` subparsers.
 
     Parameters
     ----------
@@ -410,6 +660,7 @@ def add_subcommands(subparsers: Any) -> None:
     add_run(subparsers)
     add_status(subparsers)
     add_results(subparsers)
+    add_restore(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -431,11 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        print("cryspnet-gen: interrupted", file=sys.stderr)
-        return 130
+    return int(args.func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

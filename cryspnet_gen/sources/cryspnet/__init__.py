@@ -17,17 +17,18 @@ How a candidate is made
    integer when it is within :data:`INTEGER_RTOL` (1e-6, relative) of one. Nothing is rounded silently: a
    formula without such a multiple of at most ``max_atoms`` atoms raises ``ValueError``.
 3. **Cell and Z.** The shape is the predicted conventional cell of the lattice (``RankedGroup.cell``: pyxtal's
-   setting, R groups in hexagonal axes). ``Z_est = V_cell / (v_atom x n_fu)`` from the predicted volume per
-   atom; Z is the compatible value closest to ``Z_est`` on a log scale (ties: the smaller), where *compatible*
-   means the group's Wyckoff multiplicities can hold ``Z x counts`` atoms (the same rule as pyxtal's
+   setting, R groups in hexagonal axes). Z is the smallest *compatible* value, where compatible means the
+   group's Wyckoff multiplicities can hold ``Z x counts`` atoms (the same rule as pyxtal's
    ``Group.check_compatible``, solved exactly here in microseconds: pyxtal's own check enumerates products and can
    run for minutes on large counts) and ``Z x n_fu <= max_atoms`` (default :data:`DEFAULT_MAX_ATOMS` = 200:
-   enough for garnet Li7La3Zr2O12 in Ia-3d, Z = 8, 192 atoms). The cell is then scaled, keeping its shape, to
-   ``Z x n_fu x v_atom``. If every attempt at that Z fails, the next closest compatible Z is tried (recorded
-   in the notes).
+   enough for garnet Li7La3Zr2O12 in Ia-3d, Z = 8, 192 atoms): SrTiO3 in Pm-3m gets Z = 1, LiFePO4 in Pnma
+   Z = 4, as their known structures. (The smallest Z is the true one for 89 % of MP-20 and 72 % of MPTS-52
+   validation structures; the Z nearest the predicted cell's volume for 73 % / 70 %: ``bench/z_choice.py``.)
+   The cell is then scaled, keeping its shape, to ``Z x n_fu x v_atom`` (the predicted volume per atom); these
+   are the cell parameters ``cryspnet-gen predict`` prints. If every attempt at that Z fails, the next
+   compatible Z is tried (recorded in the notes).
 4. **Robustness to poor predictions.** A missing or unusable predicted cell (NaN, non-positive lengths, an hR
-   alpha that does not close) is replaced by a generic cell of the lattice system (then Z is the smallest
-   compatible value); lengths whose ratio exceeds :data:`MAX_LENGTH_RATIO` are pulled together (volume kept);
+   alpha that does not close) is replaced by a generic cell of the lattice system; lengths whose ratio exceeds :data:`MAX_LENGTH_RATIO` are pulled together (volume kept);
    a monoclinic beta < 90 is folded to 180 - beta and capped at :data:`MAX_MONOCLINIC_BETA`; triclinic angles
    are clamped to [60, 120] degrees. The predicted volume per atom is clamped so that the atoms' covalent
    spheres fill between 5 % and 100 % of it (98 % of Materials Project structures lie inside); a missing or
@@ -38,14 +39,16 @@ How a candidate is made
    ``min_distance_factor`` x twice the smallest radius: a cramped cell can keep pyxtal busy for minutes or come
    back with 0.8 Å contacts.
 6. **Build.** ``pyxtal().from_random(3, group, species, num_ions, lattice=Lattice.from_para(..., ltype=...),
-   random_state=rng, t_factor=min_distance_factor / 0.5)``: ``num_ions`` counts the conventional cell and
-   pyxtal's distance tolerance is set to the same fraction of the covalent-radius sum as the check below (the
-   default 0.5 is pyxtal's own; stricter values slow pyxtal down many times over).
-7. **Checks.** pymatgen's ``SpacegroupAnalyzer(symprec=`` :data:`SYMPREC` ``= 0.1)`` finds the requested
-   group, the reduced formula equals the formula unit's, and no two atoms (periodic images included) are closer
-   than ``min_distance_factor`` (default :data:`DEFAULT_MIN_DISTANCE_FACTOR` = 0.5) x the sum of their
-   covalent radii (pyxtal's table). A failed attempt is retried with the next attempt number: 2 attempts per
-   Z (plus one per extra structure wanted with ``per_group``), at most 2 values of Z per pair. With
+   random_state=rng, t_factor=1)``: ``num_ions`` counts the conventional cell; pyxtal keeps its own distance
+   tolerance (0.5 x the covalent-radius sum; stricter values slow pyxtal down many times over).
+7. **Checks.** The reduced formula equals the formula unit's; no two atoms (periodic images included) are closer
+   than ``min_distance_factor`` (default :data:`DEFAULT_MIN_DISTANCE_FACTOR` = 0.7) x the sum of their covalent
+   radii, nor two anions closer than 0.7 x their ionic radii (:mod:`cryspnet_gen.validity`): atoms too close
+   are pushed apart inside the cell with the symmetry kept, or failing that the cell is stretched (at most
+   1.15 x in length), and the change is noted; a structure that cannot be repaired is rejected. pymatgen's
+   ``SpacegroupAnalyzer(symprec=`` :data:`SYMPREC` ``= 0.1)`` finds the requested group. A failed attempt is
+   retried with the next attempt number (a new random placement): 3 attempts per Z
+   (plus one per extra structure wanted with ``per_group``), at most 2 values of Z per pair. With
    ``per_group > 1``, a structure that pymatgen's ``StructureMatcher`` matches to one already built is dropped.
 
 Time limits
@@ -69,6 +72,7 @@ short: time is the only input that can differ between runs; ``Candidate.attempt`
 made each structure).
 """
 
+from cryspnet_gen.sources.cryspnet.cells import planned_cell
 from cryspnet_gen.sources.cryspnet.walk import SOURCE, cryspnet_candidates, failure_message, ranked_pairs
 
-__all__ = ["SOURCE", "cryspnet_candidates", "failure_message", "ranked_pairs"]
+__all__ = ["SOURCE", "cryspnet_candidates", "failure_message", "planned_cell", "ranked_pairs"]

@@ -19,8 +19,8 @@ import numpy as np
 
 from cryspnet_gen.formula import FormulaUnit
 from cryspnet_gen.options import can_use_alarm
-from cryspnet_gen.sources.cryspnet.cells import covalent_radius
 from cryspnet_gen.symmetry import SYMPREC
+from cryspnet_gen.validity import repair_contacts
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -154,29 +154,24 @@ def run_job(job: PyxtalJob, seconds: float | None, isolation: str) -> Structure:
     return _run_with_alarm(job, seconds)
 
 
-def check_structure(structure: Structure, space_group: int, fu: FormulaUnit, factor: float) -> str | None:
-    """Why a built structure is not acceptable (None when it passes)."""
+def check_structure(
+    structure: Structure, space_group: int, fu: FormulaUnit, factor: float
+) -> tuple[Structure | None, str | None]:
+    """``(structure, note)`` for a built structure that passes the checks, stretched apart when its atoms were a
+    little too close (:func:`cryspnet_gen.validity.repair_contacts`; the note says so, else ``None``), or
+    ``(None, reason)`` when it fails."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     formula = structure.composition.reduced_formula
     if formula != fu.reduced_formula:
-        return f"built formula {formula} differs from {fu.reduced_formula}"
-    radii = np.array([covalent_radius(site.specie.symbol) for site in structure])
-    cutoff = 2.0 * factor * float(radii.max())
-    centres, neighbours, _, distances = structure.get_neighbor_list(cutoff)
-    if len(distances):
-        ratio = distances / (radii[centres] + radii[neighbours])
-        worst = int(np.argmin(ratio))
-        if ratio[worst] < factor:
-            a, b = structure[int(centres[worst])].specie, structure[int(neighbours[worst])].specie
-            return (
-                f"atoms too close: {a}-{b} {distances[worst]:.2f} Å is {ratio[worst]:.2f} x their covalent-radius "
-                f"sum (< {factor:g})"
-            )
+        return None, f"built formula {formula} differs from {fu.reduced_formula}"
+    repaired, note = repair_contacts(structure, factor, space_group=space_group)
+    if repaired is None:
+        return None, note
     try:
-        found = SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number()
+        found = SpacegroupAnalyzer(repaired, symprec=SYMPREC).get_space_group_number()
     except Exception as exc:  # spglib failures surface as several types
-        return f"symmetry analysis failed ({type(exc).__name__}: {exc})"
+        return None, f"symmetry analysis failed ({type(exc).__name__}: {exc})"
     if found != space_group:
-        return f"symmetry check found space group {found}, not {space_group} (symprec={SYMPREC:g})"
-    return None
+        return None, f"symmetry check found space group {found}, not {space_group} (symprec={SYMPREC:g})"
+    return repaired, note

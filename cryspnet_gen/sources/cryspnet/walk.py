@@ -27,8 +27,8 @@ from cryspnet_gen.records import (
     prediction_fields,
 )
 from cryspnet_gen.sources.cryspnet.build import PyxtalJob, TimeLimit, check_structure, run_job
-from cryspnet_gen.sources.cryspnet.cells import cell_shape, precheck, scaled_cell, volume_per_atom, z_options
-from cryspnet_gen.symmetry import bravais_of, conventional_volume, space_group_symbol
+from cryspnet_gen.sources.cryspnet.cells import plan_cells, precheck
+from cryspnet_gen.symmetry import bravais_of, space_group_symbol
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE = "cryspnet"
 # Attempts at one Z before the next Z is tried (plus one per extra structure wanted from a pair).
-_ATTEMPTS_PER_Z = 2
+_ATTEMPTS_PER_Z = 3
 # pyxtal's atomic tolerance is 0.5 x the covalent-radius sum; t_factor scales it.
 _PYXTAL_TOL_BASE = 0.5
 _MAX_REASONS_IN_MESSAGE = 8
@@ -125,14 +125,12 @@ def _try_pair(
     ``built`` holds ``(structure, z, attempt, cell, notes)``.
     """
     sg = pair.space_group
-    notes = list(pair.notes)
     lat = pair.lattice
-    shape, predicted = cell_shape(pair.bravais, lat.cell if lat is not None else None, notes)
-    vpa = volume_per_atom(pred.volume_per_atom, fu, notes)
-    z_est = None
-    if predicted:
-        z_est = float(conventional_volume(shape)) / (vpa * fu.n_atoms)
-    zs = z_options(sg, fu, z_est, opts.max_atoms)
+    plan = plan_cells(
+        fu, sg, pair.bravais, lat.cell if lat is not None else None, pred.volume_per_atom, opts.max_atoms
+    )
+    notes = [*pair.notes, *plan.notes]
+    zs, z_est = plan.zs, plan.z_estimate
     if not zs:
         return [], (
             f"composition {fu.text} x Z does not fit the Wyckoff positions of the group for any Z <= "
@@ -143,15 +141,16 @@ def _try_pair(
     if opts.timeout_per_group is not None:
         pair_deadline = now + opts.timeout_per_group
         deadline = pair_deadline if deadline is None else min(deadline, pair_deadline)
-    # pyxtal's tolerance is set to the check's fraction; the default (0.5, t_factor 1) is pyxtal's own. A
-    # stricter one slows pyxtal down many times over (LLZO in P-1 at 0.6: 30-45 s instead of 0.7-2.4 s).
-    t_factor = opts.min_distance_factor / _PYXTAL_TOL_BASE
+    # pyxtal keeps its own tolerance (0.5 x the covalent sum, t_factor 1) or a looser one: a stricter one slows
+    # it down many times over (LLZO in P-1 at 0.6: 30-45 s instead of 0.7-2.4 s), and so does an anion-anion
+    # tolerance. check_structure pushes atoms closer than min_distance_factor apart (symmetry kept) instead.
+    t_factor = min(opts.min_distance_factor, _PYXTAL_TOL_BASE) / _PYXTAL_TOL_BASE
     built: list[tuple[Structure, int, int, np.ndarray, list[str]]] = []
     failures: list[str] = []
     attempt = 0
     cells = []
     for z in zs:
-        cell = scaled_cell(shape, z * fu.n_atoms * vpa)
+        cell = plan.cell(z, fu)
         problem = precheck(cell, sg, fu, z, opts.min_distance_factor)
         if problem:
             failures.append(f"Z={z}: {problem}")
@@ -162,9 +161,11 @@ def _try_pair(
     for zi, (z, cell) in enumerate(cells):
         z_notes = list(notes)
         if z != zs[0]:
-            z_notes.append(f"Z={z}: the closest compatible Z={zs[0]} failed ({'; '.join(failures)})")
+            z_notes.append(f"Z={z}: the smallest compatible Z={zs[0]} failed ({'; '.join(failures)})")
         if z_est is not None:
-            z_notes.append(f"Z estimated {z_est:.2f} from the predicted cell, chose Z={z}")
+            z_notes.append(
+                f"Z={z}, the smallest Z the Wyckoff positions allow (predicted cell: Z of {z_est:.2f})"
+            )
         for j in range(per_z):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -194,14 +195,18 @@ def _try_pair(
             except Exception as exc:  # pyxtal raises RuntimeError, ValueError, IndexError... on bad inputs
                 failures.append(f"Z={z} attempt {this}: pyxtal failed ({type(exc).__name__}: {exc})")
                 continue
-            problem = check_structure(structure, sg, fu, opts.min_distance_factor)
-            if problem:
-                failures.append(f"Z={z} attempt {this}: {problem}")
+            checked, note = check_structure(structure, sg, fu, opts.min_distance_factor)
+            if checked is None:
+                failures.append(f"Z={z} attempt {this}: {note}")
                 continue
+            structure = checked
             if want > 1 and _same_structure(structure, [b[0] for b in built]):
                 failures.append(f"Z={z} attempt {this}: same structure as an earlier attempt")
                 continue
-            built.append((structure, z, this, cell, z_notes))
+            if note is None:
+                built.append((structure, z, this, cell, z_notes))
+            else:  # repaired: the cell may have been stretched
+                built.append((structure, z, this, np.array(structure.lattice.parameters), [*z_notes, note]))
             if len(built) >= want:
                 return built, None
         if built:
@@ -246,7 +251,7 @@ def _walk(pred: Prediction, fu: FormulaUnit, pairs: list[_Pair], opts: GenerateO
             out.append(_candidate(pair, pred, fu, opts, len(out) + 1, structure, z, attempt, cell, notes))
     else:
         if len(out) < opts.k:
-            out.stop_reason = f"all {len(pairs)} (lattice, space group) pairs were tried"
+            out.stop_reason = f"all {len(pairs)} (lattice, space group) pairs were tried, {opts.per_group} structure(s) each"
     logger.info(
         "%s: %d candidate(s) in %.2f s (%d pairs skipped)",
         fu.formula,
@@ -303,7 +308,13 @@ def failure_message(formula: str, found: CandidateList, k: int) -> str:
         if not found
         else f"only {len(found)} of {k} candidate structures could be built for {formula!r}"
     )
-    return f"{head}{stop}: " + ("; ".join(reasons) if reasons else "no pair was tried") + tail
+    if not reasons:
+        return (
+            head
+            + (f" ({found.stop_reason})" if found.stop_reason else "")
+            + (": no (lattice, space group) pair was tried" if not found else "")
+        )
+    return f"{head}{stop}: " + "; ".join(reasons) + tail
 
 
 def cryspnet_candidates(fu: FormulaUnit, prediction: Prediction, options: GenerateOptions) -> CandidateList:

@@ -6,6 +6,8 @@ Variants (``--variant``):
 - ``full``: every MP structure; the shipped default (``prototypes-mp-v1``).
 - ``bench``: no formula of the MPTS-52 or MP-20 validation and test sets, any polymorph (``prototypes-bench``):
   what the benchmarks evaluate.
+- ``no-test``: no formula of the MPTS-52 or MP-20 test sets (validation formulas stay): the pool of the earlier
+  benchmark store (``templates build --exclude-test-sets``); with ``--per-type 0`` it is that store.
 - ``mp20-equal``: the closest rebuild of the MP-20 training split from this data: MP entries with at most 20
   sites and at most 0.08 eV/atom above the hull, added to MP (``chemeleon_mp40/mp-created-at.csv.gz``) no later
   than the newest MP-20 entry, without the MP-20 validation and test formulas. Benchmark only.
@@ -37,8 +39,8 @@ __all__ = ["VARIANTS", "Variant", "analysis_table", "benchmark_formulas", "build
 
 logger = logging.getLogger(__name__)
 
-Variant = Literal["full", "bench", "mp20-equal", "mpts52-proxy"]
-VARIANTS: tuple[str, ...] = ("full", "bench", "mp20-equal", "mpts52-proxy")
+Variant = Literal["full", "bench", "no-test", "mp20-equal", "mpts52-proxy"]
+VARIANTS: tuple[str, ...] = ("full", "bench", "no-test", "mp20-equal", "mpts52-proxy")
 # Bump when the analysis (analyse_wyckoff) changes what it writes: cached tables of older versions are rebuilt.
 _ANALYSIS_VERSION = 1
 _CHUNK = 500
@@ -118,19 +120,23 @@ def benchmark_formulas(
     data_dir: str | os.PathLike[str] | None = None, parts: tuple[str, ...] | None = None
 ) -> set[str]:
     """Reduced formulas of the benchmark files (MPTS-52 and MP-20 validation and test by default)."""
+    import warnings
+
     from cryspnet_gen.config import resolve_data_dir
     from cryspnet_gen.data import BENCHMARK_FILES, read_cif_cell, read_csv_checked, require_file
     from cryspnet_gen.formula import reduced_formula_of_numbers
 
     root = resolve_data_dir(data_dir)
     out: set[str] = set()
-    for part in parts or tuple(BENCHMARK_FILES):
-        frame = read_csv_checked(require_file(root, BENCHMARK_FILES[part]), ["cif"])
-        for cif in frame["cif"]:
-            try:
-                out.add(reduced_formula_of_numbers(read_cif_cell(cif)[2])[0])
-            except ValueError as exc:
-                logger.warning("%s: unreadable CIF (%s)", part, exc)
+    with warnings.catch_warnings():  # pymatgen: "No Pauling electronegativity for Ar" (noble-gas formulas)
+        warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+        for part in parts or tuple(BENCHMARK_FILES):
+            frame = read_csv_checked(require_file(root, BENCHMARK_FILES[part]), ["cif"])
+            for cif in frame["cif"]:
+                try:
+                    out.add(reduced_formula_of_numbers(read_cif_cell(cif)[2])[0])
+                except ValueError as exc:
+                    logger.warning("%s: unreadable CIF (%s)", part, exc)
     return out
 
 
@@ -171,6 +177,13 @@ def variant_rows(
             "excluded_formulas": len(banned),
             "excluded": "MPTS-52 and MP-20 validation and test formulas",
         }
+    if variant == "no-test":
+        banned = benchmark_formulas(root, ("mpts52_test", "mp20_test"))
+        return table[~table["formula"].isin(banned)], {
+            "variant": variant,
+            "excluded_formulas": len(banned),
+            "excluded": "MPTS-52 and MP-20 test formulas",
+        }
     if variant == "mp20-equal":
         banned = benchmark_formulas(root, ("mp20_val", "mp20_test"))
         ids, newest = _mp20_cutoff(root)
@@ -204,8 +217,8 @@ def build_library(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     variant: str = "full",
-    per_type: int = 1,
-    known_e_above_hull: float | None = 0.1,
+    per_type: int = 0,
+    known_e_above_hull: float | None = 0.0,
     name: str | None = None,
     workers: int = 1,
     overwrite: bool = False,
@@ -219,8 +232,8 @@ def build_library(
     name = name or Path(out).name
     description = (
         f"Materials Project (database v2025.02.12, mp2025_topology) structures in Wyckoff form, variant {variant!r}: "
-        f"{int(frame['representative'].sum())} structure-type representatives ({per_type} per type) and "
-        f"{len(frame)} rows with the known compounds"
+        f"{int(frame['representative'].sum())} templates ({'all' if not per_type else f'at most {per_type}'} per "
+        f"structure type), {len(frame)} rows with the known compounds"
     )
     return write_library(
         frame,
@@ -234,25 +247,39 @@ def build_library(
 
 
 def _readme(name: str, variant: str, filters: dict[str, Any], frame: pd.DataFrame) -> str:
+    from cryspnet_gen.sources.templates.prototypes import type_key
+
     n_rep = int(frame["representative"].sum())
+    per_type = filters.get("per_type")
+    n_types = len(
+        {
+            type_key(a, g, w)
+            for a, g, w in zip(frame["anonymous"], frame["space_group"], frame["wyckoff"], strict=True)
+        }
+    )
+    if per_type == 0:
+        kept = f"every structure ({n_rep}) of the {n_types} structure types is a template"
+    else:
+        kept = (
+            f"{n_rep} representatives of {n_types} structure types, at most {per_type} each: experimentally known "
+            "(`in_cod_formula_spg`) first, then lowest energy above hull, then chemically different from those kept"
+        )
     return f"""# {name}: prototype library (variant `{variant}`)
 
-Template structures for cryspnet-gen's template candidates, in Wyckoff form (space group, Hall number,
-conventional cell, one site per orbit), built by
+Template structures for cryspnet-gen's template candidates and its known-compound look-up, in Wyckoff form
+(space group, Hall number, conventional cell, one site per orbit, coordinates in 1/65536), built by
 
-    cryspnet-gen templates build --prototypes --variant {variant} --per-type {filters.get("per_type")} --from DATA --out {name}
+    cryspnet-gen templates build --prototypes --variant {variant} --per-type {per_type} --from DATA --out {name}
 
 from the open data folder (`mp2025_topology`: every Materials Project material, database v2025.02.12).
 
-- {n_rep} structure types (anonymous formula + space group + Wyckoff letters per element; spglib, symprec 0.1),
-  {filters.get("per_type")} representative(s) each: experimentally known (`in_cod_formula_spg`) first, then lowest
-  energy above hull, then chemically different from those kept;
-- {len(frame)} rows in all: the representatives and, for the known-compound lookup, every compound that is
-  experimentally known or at most {filters.get("known_e_above_hull")} eV/atom above the hull.
+- Structure type = anonymous formula + space group + Wyckoff letters per element (spglib, symprec 0.1); {kept}.
+- {len(frame)} rows in all (the templates, and for the known-compound look-up every compound that is
+  experimentally known or on the hull).
 - Filters: `{filters}`.
-- {"Uses all the data: this is the shipped default." if variant == "full" else "Benchmark variant: see the filters above; never the default."}
+- {"Uses all the data: this is the shipped default." if variant == "full" else "Benchmark variant (see the filters above); never the default."}
 
-Licence and attribution: the structures are Materials Project data, CC BY 4.0. Cite A. Jain et al., APL Mater.
-1, 011002 (2013) and the Materials Project (https://materialsproject.org). The energies above hull are MP's.
+Licence and attribution: the structures and energies above hull are Materials Project data, CC BY 4.0. Cite
+A. Jain et al., APL Mater. 1, 011002 (2013) and the Materials Project (https://materialsproject.org).
 `manifest.json` holds the sha256 of `prototypes.parquet`; cryspnet-gen refuses a changed file.
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ __all__ = ["MAX_ASSIGNMENTS", "assignments", "substitution_matrix"]
 
 #: Most element-to-site mappings scored per template (a formula of many equal amounts has n! of them).
 MAX_ASSIGNMENTS = 720
+# Bump when _substitution_matrix changes: cached tables of older versions are rebuilt.
+_TABLE_VERSION = 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,6 +31,28 @@ def substitution_matrix() -> np.ndarray:
     with itself. Elements not in the table: the table's "never observed" value (``alpha``) minus
     |Mendeleev-number difference| / 10.
     """
+    from importlib.metadata import version
+
+    from cryspnet_gen.config import cache_dir
+
+    # Building the table from pymatgen's data takes seconds; it depends only on pymatgen's version.
+    path = cache_dir() / f"substitution-v{_TABLE_VERSION}-pymatgen-{version('pymatgen-core')}.npy"
+    if path.is_file():
+        try:
+            table = np.load(path, allow_pickle=False)
+            if table.shape == (MAX_Z + 1, MAX_Z + 1):
+                return table
+        except (OSError, ValueError):
+            pass  # a damaged cache file is rebuilt below
+    table = _from_pymatgen()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, table, allow_pickle=False)
+    os.replace(tmp, path)
+    return table
+
+
+def _from_pymatgen() -> np.ndarray:
     import warnings
 
     from pymatgen.analysis.structure_prediction.substitution_probability import SubstitutionProbability

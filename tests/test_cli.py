@@ -1,0 +1,420 @@
+"""The ``cryspnet-gen`` command line: every bad value is a one-line usage error before any model loads, every
+option has help and shows its default, ``-v/-q`` go anywhere, outputs are never overwritten silently.
+
+The property-based test at the end drives the whole parser with random argument vectors and formulas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cryspnet_gen.cli import build_parser, main
+
+#: The subcommands whose commands these tests stub out (name in the parser -> module attribute).
+COMMANDS = {
+    "cryspnet_gen.cli.generate": "cmd_generate",
+    "cryspnet_gen.cli.predict": "cmd_predict",
+    "cryspnet_gen.cli.featurize": "cmd_featurize",
+    "cryspnet_gen.cli.train": "cmd_train",
+    "cryspnet_gen.cli.data": "cmd_data_build",
+    "cryspnet_gen.cli.templates": "cmd_templates_lookup",
+}
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if anything tries to load a model bundle."""
+    import cryspnet_gen.predict
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(cryspnet_gen.predict, "load_predictor", refuse)
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str, float]:
+    start = time.perf_counter()
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    seconds = time.perf_counter() - start
+    out, err = capsys.readouterr()
+    return rc, out, err, seconds
+
+
+def invalid_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    """``(argv, words the error names)`` for each invalid input of issue #22 (and a few more)."""
+    a_file = tmp / "a-file.txt"
+    a_file.write_text("NaCl\n")
+    a_dir = tmp / "emptydir"
+    a_dir.mkdir()
+    return [
+        (["generate", "NaCl", "--space-group", "999"], "--space-group"),
+        (["generate", "NaCl", "--space-group", "0"], "--space-group"),
+        (["generate", "NaCl", "--max-atoms", "0"], "--max-atoms"),
+        (["generate", "NaCl", "--timeout", "0"], "--timeout"),
+        (["generate", "NaCl", "--timeout", "nan"], "--timeout"),
+        (["generate", "NaCl", "--seed", "-1"], "--seed"),
+        (["generate", "NaCl", "-k", "0"], "-k"),
+        (["generate", "NaCl", "--steps", "0"], "--steps"),
+        (["generate", "NaCl", "--threads", "0"], "--threads"),
+        (["generate", "NaCl", "--format", "xyz"], "--format"),
+        (["generate", "NaCl", "-o", str(a_file)], "is a file"),
+        (["generate", "-i", str(tmp / "missing.txt")], "does not exist"),
+        (["generate", "NaCl", "--model", "foo"], "--model"),
+        (["predict", "NaCl", "--top-bravais", "0"], "--top-bravais"),
+        (["predict", "NaCl", "--top-bravais", "15"], "--top-bravais"),
+        (["predict", "NaCl", "--top-space-groups", "0"], "--top-space-groups"),
+        (["predict", "NaCl", "--model", "foo"], "--model"),
+        (["predict", "NaCl", "--model", str(a_dir)], "not a model bundle folder"),
+        (["predict", "NaCl", "--model-path", str(a_dir)], "not a model bundle folder"),
+        (["predict", "NaCl", "-o", str(a_dir)], "is a folder"),
+        (["predict", "NaCl", "-o", str(a_file)], "already exists"),
+        (["featurize", "NaCl", "-o", str(a_dir)], "is a folder"),
+        (["train", "--out", str(tmp / "runs"), "--preset", "nope"], "--preset"),
+        (["train", "--out", str(tmp / "runs"), "--config", str(tmp / "nope.json")], "does not exist"),
+        (["evaluate", "--model", "foo", "--out", str(tmp / "rep")], "--model"),
+        (["evaluate", "--out", str(tmp / "rep")], "--model"),
+        (["data", "build", "--workers", "0"], "--workers"),
+        (["templates", "lookup", "NaCl", "-n", "0"], "-n"),
+        (
+            ["templates", "build", "--from", str(a_dir), "--out", str(tmp / "s"), "--per-type", "-1"],
+            "--per-type",
+        ),
+        (
+            ["templates", "build", "--from", str(a_dir), "--out", str(tmp / "s"), "--workers", "0"],
+            "--workers",
+        ),
+        (["nonsense"], "invalid choice"),
+        ([], "required"),
+    ]
+
+
+def test_every_invalid_input_is_one_line_and_exit_2_before_any_model(tmp_path, capsys, no_model):
+    for argv, words in invalid_cases(tmp_path):
+        rc, out, err, seconds = run(argv, capsys)
+        assert rc == 2, (argv, rc, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, (argv, err)
+        assert words in lines[0] and "Traceback" not in err, (argv, err)
+        assert lines[0].startswith("cryspnet-gen"), (argv, err)
+        assert seconds < 3, (argv, seconds)
+        assert out == "", (argv, out)
+    assert not list(tmp_path.rglob("*.tmp")), "a temporary file was left behind"
+    assert sorted(p.name for p in (tmp_path / "emptydir").iterdir()) == []
+
+
+def test_run_time_errors_are_one_line_without_traceback(tmp_path, capsys, monkeypatch):
+    """An unexpected exception inside a command: one line naming it, exit 1; the traceback only with -v."""
+    import cryspnet_gen.cli.featurize as featurize
+
+    def boom(args):
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setattr(featurize, "cmd_featurize", boom)
+    rc, _, err, _ = run(["featurize", "NaCl"], capsys)
+    assert rc == 1 and err.count("\n") == 1 and "RuntimeError: something broke" in err
+    assert "--verbose" in err and "Traceback" not in err
+    rc, _, err, _ = run(["featurize", "NaCl", "-v"], capsys)
+    assert rc == 1 and "Traceback" in err
+
+
+def walk(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from walk(sub, (*path, name))
+
+
+def test_every_option_has_help_and_shows_its_default():
+    missing = []
+    for path, parser in walk(build_parser()):
+        formatter = parser.formatter_class(prog=parser.prog)
+        for action in parser._actions:
+            if isinstance(
+                action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
+            ):
+                continue
+            if action.help == argparse.SUPPRESS:
+                continue  # deprecated spellings and internal options
+            name = "/".join(action.option_strings) or action.dest
+            text = formatter._get_help_string(action) if action.help else ""
+            if not text.strip():
+                missing.append(f"{' '.join(path)} {name}: no help")
+            elif (
+                action.option_strings
+                and action.nargs != 0
+                and not action.required
+                and "default" not in text.lower()
+            ):
+                missing.append(f"{' '.join(path)} {name}: no default shown ({text!r})")
+    assert not missing, "\n".join(missing)
+
+
+def test_help_of_every_subcommand_shows_defaults(capsys):
+    for path, _ in walk(build_parser()):
+        rc, out, _, _ = run([*path, "--help"], capsys)
+        assert rc == 0 and "usage:" in out, path
+    rc, out, _, _ = run(["generate", "--help"], capsys)
+    assert "(default: 300)" in out and "(default: 60.0)" in out  # --steps, --timeout
+    assert "cryspnet-mp-v1" in out  # --model lists the shipped bundles
+    rc, out, _, _ = run(["templates", "build", "--help"], capsys)
+    assert "12 min" in out and "MB" in out  # its cost
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-v", "predict", "NaCl"],
+        ["predict", "-v", "NaCl"],
+        ["predict", "NaCl", "-v"],
+        ["predict", "NaCl", "--verbose", "-q"],
+        ["-qv", "predict", "NaCl"],
+    ],
+)
+def test_global_flags_anywhere(argv, capsys, monkeypatch):
+    import cryspnet_gen.cli.predict as predict
+
+    seen = {}
+
+    def record(args):
+        seen.update(verbose=args.verbose, quiet=args.quiet, formulas=args.formulas)
+        return 0
+
+    monkeypatch.setattr(predict, "cmd_predict", record)
+    rc, _, err, _ = run(argv, capsys)
+    assert rc == 0, err
+    assert seen["formulas"] == ["NaCl"] and seen["verbose"] is True
+    assert seen["quiet"] is ("-q" in argv or "-qv" in argv)
+
+
+def test_templates_store_spellings(tmp_path, capsys, no_model):
+    """``--templates`` everywhere for template stores; ``templates lookup --store`` still works, with a note."""
+    missing = tmp_path / "no-store"
+    rc, _, err, _ = run(["templates", "lookup", "NaCl", "--templates", str(missing)], capsys)
+    assert rc == 2 and "unrecognized" not in err and "no template store" in err
+    rc, _, err, _ = run(["templates", "lookup", "NaCl", "--store", str(missing)], capsys)
+    assert rc == 2 and "--store is deprecated; use --templates" in err and "no template store" in err
+
+
+def test_predict_refuses_to_overwrite_and_writes_0644(tmp_path, capsys, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_generate import random_predictor
+
+    import cryspnet_gen.cli.common as common
+
+    monkeypatch.setattr(common, "load_predictor_for", lambda args: random_predictor())
+    out = tmp_path / "pred.csv"
+    old = os.umask(0o022)
+    try:
+        rc, _, err, _ = run(["predict", "NaCl", "SrTiO3", "-o", str(out)], capsys)
+    finally:
+        os.umask(old)
+    assert rc == 0, err
+    assert (out.stat().st_mode & 0o777) == 0o644
+    text = out.read_text()
+    rc, _, err, _ = run(["predict", "NaCl", "-o", str(out)], capsys)
+    assert rc == 2 and "already exists" in err and "--force" in err
+    assert out.read_text() == text
+    rc, _, err, _ = run(["predict", "NaCl", "-o", str(out), "--force"], capsys)
+    assert rc == 0 and out.read_text() != text
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_predict_prints_the_cells_generate_builds(capsys, monkeypatch):
+    """The cell ``predict`` reports for a (lattice, group) pair is the one ``generate`` builds (Z included)."""
+    import sys
+    import warnings
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_generate import random_predictor
+
+    from cryspnet_gen.cli.predict import structure_cells
+    from cryspnet_gen.generate import generate_candidates
+    from cryspnet_gen.records import predictions_to_dataframe
+
+    predictor = random_predictor()
+    preds = predictor.predict(["NaCl", "SrTiO3"], top_bravais=14, top_space_groups=3)
+    frame = structure_cells(preds, predictions_to_dataframe(preds), 200)
+    for formula, sg in (("NaCl", 225), ("SrTiO3", 221)):
+        row = frame[(frame.formula == formula) & (frame.space_group == sg)]
+        if row.empty:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (cand,) = generate_candidates(formula, k=1, predictor=predictor, space_groups=[sg], timeout=60)
+        assert int(row.z.iloc[0]) == cand.z
+        if not any("stretched" in n or ("Z=" in n and "failed" in n) for n in cand.notes):
+            assert float(row.a.iloc[0]) == pytest.approx(cand.structure.lattice.a, rel=1e-6)
+    assert pd.api.types.is_integer_dtype(frame.z)
+    assert (frame.dropna(subset=["z"]).z >= 1).all()
+
+
+def test_generate_refuses_existing_outputs_before_any_work(tmp_path, capsys, no_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "NaCl_candidates.json").write_text("[]")
+    rc, _, err, seconds = run(["generate", "NaCl", "LiFePO4", "-o", str(out)], capsys)
+    assert rc == 2 and "NaCl_candidates.json already exists" in err and "--force" in err
+    assert seconds < 3
+
+
+def test_written_candidate_files_are_0644(tmp_path):
+    from pymatgen.core import Lattice, Structure
+
+    from cryspnet_gen.files import write_candidates
+    from cryspnet_gen.records import Candidate
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cand = Candidate("NaCl", 1, "cF", 225, "Fm-3m", 0.5, 0.5, 1.0, s, 4, "NaCl")
+    old = os.umask(0o022)
+    try:
+        paths = write_candidates([cand], tmp_path)
+    finally:
+        os.umask(old)
+    assert paths and all((p.stat().st_mode & 0o777) == 0o644 for p in paths)
+
+
+def test_train_presets_match_the_library():
+    from cryspnet_gen.cli.train import PRESETS
+    from cryspnet_gen.train import TrainConfig
+
+    for name in PRESETS:
+        TrainConfig.preset(name)
+    with pytest.raises(ValueError):
+        TrainConfig.preset("nope")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# property-based: the whole parser, random argument vectors
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ELEMENTS = [
+    "H",
+    "Li",
+    "O",
+    "Na",
+    "Cl",
+    "Fe",
+    "Sr",
+    "Ti",
+    "La",
+    "Zr",
+    "P",
+    "Cs",
+    "Pb",
+    "I",
+    "Ga",
+    "N",
+    "Xx",
+    "Q",
+]
+#: Options with a constraint, and the values that break it (anything else drawn is valid for them).
+CONSTRAINED = {
+    "-k": lambda v: _int(v) is None or _int(v) < 1,
+    "--seed": lambda v: _int(v) is None or _int(v) < 0,
+    "--max-atoms": lambda v: _int(v) is None or _int(v) < 1,
+    "--steps": lambda v: _int(v) is None or _int(v) < 1,
+    "--threads": lambda v: _int(v) is None or _int(v) < 1,
+    "--space-group": lambda v: _int(v) is None or not 1 <= _int(v) <= 230,  # type: ignore[operator]
+    "--top-bravais": lambda v: _int(v) is None or not 1 <= _int(v) <= 14,  # type: ignore[operator]
+    "--top-space-groups": lambda v: _int(v) is None or not 1 <= _int(v) <= 230,  # type: ignore[operator]
+    "--timeout": lambda v: _float(v) is None or not 0 < _float(v) < float("inf"),  # type: ignore[operator]
+}
+VALUES = ["1", "3", "14", "225", "0", "-1", "999", "2.5", "abc", "nan", "inf", ""]
+PATHS = {"generate": ["generate"], "predict": ["predict"], "featurize": ["featurize"]}
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+formulas = st.one_of(
+    st.lists(st.tuples(st.sampled_from(ELEMENTS), st.integers(0, 12)), min_size=1, max_size=4).map(
+        lambda parts: "".join(e + (str(n) if n > 1 else "") for e, n in parts)
+    ),
+    st.text(alphabet="()[]0123456789.+-_ abcXYZ", max_size=8),
+)
+
+
+@st.composite
+def argument_vectors(draw) -> tuple[list[str], bool]:
+    command = draw(st.sampled_from(sorted(PATHS)))
+    argv = list(PATHS[command])
+    invalid = False
+    argv += draw(
+        st.lists(formulas, min_size=0, max_size=3).map(lambda fs: [f for f in fs if not f.startswith("-")])
+    )
+    allowed = {
+        "generate": ["-k", "--seed", "--max-atoms", "--steps", "--threads", "--space-group", "--timeout"],
+        "predict": ["--top-bravais", "--top-space-groups"],
+        "featurize": [],
+    }[command]
+    for option in draw(st.lists(st.sampled_from(allowed), max_size=4)) if allowed else []:
+        value = draw(st.sampled_from(VALUES))
+        invalid |= CONSTRAINED[option](value)
+        argv += [option, value] if not value.startswith("-") else [f"{option}={value}"]
+    argv += draw(st.lists(st.sampled_from(["-v", "-q", "--verbose", "--quiet"]), max_size=2))
+    return argv, invalid
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=argument_vectors())
+def test_random_command_lines_never_give_a_traceback(case, capsys, monkeypatch):
+    """Random argument vectors: never a traceback; an invalid option value is exit 2 before the command runs; a
+    valid line reaches the command (``predict`` and ``featurize`` run for real on the random formulas, with a
+    small random model), which exits 0, or 1 when a formula is bad."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_generate import random_predictor
+
+    import cryspnet_gen.cli.common as common
+    import cryspnet_gen.cli.generate as generate
+
+    argv, invalid = case
+    ran = []
+    monkeypatch.setattr(generate, "cmd_generate", lambda args: ran.append(args) or 0)
+    monkeypatch.setattr(common, "load_predictor_for", lambda args: _cached_predictor(random_predictor))
+    rc, _, err, _ = run(argv, capsys)
+    assert "Traceback" not in err, (argv, err)
+    assert rc in (0, 1, 2), (argv, rc)
+    if invalid:
+        assert rc == 2 and not ran and len(err.strip().splitlines()) == 1, (argv, rc, err)
+    if rc == 2:
+        assert err.strip().startswith("cryspnet-gen") and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+_PREDICTOR: list = []
+
+
+def _cached_predictor(factory):
+    if not _PREDICTOR:
+        _PREDICTOR.append(factory())
+    return _PREDICTOR[0]

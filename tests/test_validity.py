@@ -1,0 +1,143 @@
+"""Tests for cryspnet_gen.validity (contacts, stretching, the gate, charge balance) and the Z rule of the
+CRYSPNet source."""
+
+from __future__ import annotations
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from cryspnet_gen.formula import formula_unit
+from cryspnet_gen.records import Candidate, CandidateList
+from cryspnet_gen.sources.cryspnet.cells import planned_cell, z_options
+from cryspnet_gen.validity import (
+    MAX_STRETCH,
+    MIN_CONTACT_FACTOR,
+    charge_balanced,
+    check_candidates,
+    contact_problem,
+    contacts,
+    covalent_radius,
+    repair_contacts,
+    shortest_contact,
+)
+
+
+def rock_salt(a: float = 5.64) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def squeezed(ratio: float) -> Structure:
+    """Two Na atoms at ``ratio`` x their covalent-radius sum apart (one Cl far away keeps it ionic)."""
+    d = ratio * 2 * covalent_radius("Na")
+    return Structure(Lattice.cubic(12.0), ["Na", "Na", "Cl"], [[0, 0, 0], [d / 12.0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def candidate(structure: Structure, rank: int = 1, source: str = "cryspnet") -> Candidate:
+    return Candidate(
+        formula=structure.composition.reduced_formula,
+        rank=rank,
+        bravais="cF",
+        space_group=225,
+        space_group_symbol="Fm-3m",
+        probability=0.5,
+        bravais_probability=0.5,
+        space_group_probability=1.0,
+        structure=structure,
+        z=4,
+        formula_unit=structure.composition.reduced_formula,
+        source=source,
+    )
+
+
+def test_real_rock_salt_passes_both_rules():
+    covalent, anion = contacts(rock_salt())
+    assert covalent is not None and (covalent.a, covalent.b) in {("Na", "Cl"), ("Cl", "Na")}
+    assert covalent.distance == pytest.approx(5.64 / 2, abs=1e-6)
+    assert anion is None  # Cl-Cl at 3.99 Å: beyond the sum of two chloride radii, so out of reach
+    assert contact_problem(rock_salt()) is None
+    _, anion = contacts(rock_salt(4.5))
+    assert anion is not None and anion.a == anion.b == "Cl" and anion.rule == "ionic"
+    assert anion.distance == pytest.approx(4.5 / 2**0.5)
+
+
+def test_anion_rule_catches_what_the_covalent_rule_allows():
+    # Cl-Cl at 2.0 Å is a Cl2 bond (0.98 x the covalent sum) but two chloride ions cannot be that close.
+    s = Structure(
+        Lattice.cubic(8.0),
+        ["Na", "Na", "Cl", "Cl"],
+        [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0.75, 0, 0.5]],
+    )
+    covalent, anion = contacts(s)
+    assert covalent is not None and covalent.ratio > MIN_CONTACT_FACTOR
+    assert anion is not None and anion.distance == pytest.approx(2.0) and anion.ratio < 0.7
+    assert shortest_contact(s) == anion
+    problem = contact_problem(s)
+    assert problem is not None and "Cl-Cl 2.00 Å" in problem and "ionic" in problem
+
+
+def self_contact(ratio: float) -> Structure:
+    """Na (with Li: no anions) in a cell so small that each Na is ``ratio`` x the Na-Na covalent sum from its own
+    periodic image, the shortest contact of the cell."""
+    a = ratio * 2 * covalent_radius("Na")
+    return Structure(Lattice.tetragonal(a, 12.0), ["Na", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_push_apart_keeps_cell_and_symmetry():
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    s = squeezed(0.5)
+    group = SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number()
+    repaired, note = repair_contacts(s, space_group=group)
+    assert repaired is not None and note is not None and "pushed apart" in note
+    assert repaired.lattice == s.lattice
+    assert shortest_contact(repaired).ratio >= MIN_CONTACT_FACTOR  # type: ignore[union-attr]
+    assert SpacegroupAnalyzer(repaired, symprec=0.1).get_space_group_number() == group
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.62, 0.69])
+def test_stretch_when_pushing_cannot_help(ratio):
+    s = self_contact(ratio)
+    repaired, note = repair_contacts(s)
+    need = MIN_CONTACT_FACTOR / ratio
+    if need > MAX_STRETCH:
+        assert repaired is None and note is not None and "stretch" in note
+        return
+    assert repaired is not None and note is not None and "stretched" in note
+    assert shortest_contact(repaired).ratio >= MIN_CONTACT_FACTOR  # type: ignore[union-attr]
+    assert repaired.lattice.a / s.lattice.a == pytest.approx(need, rel=1e-4)
+    assert repaired.frac_coords == pytest.approx(s.frac_coords)
+
+
+def test_gate_keeps_repairs_and_drops_with_reasons():
+    good, fixable, hopeless = rock_salt(), self_contact(0.65), self_contact(0.4)
+    cands = CandidateList(
+        [candidate(good, 1), candidate(fixable, 2), candidate(hopeless, 3, "template")], formula="NaCl"
+    )
+    out = check_candidates(cands)
+    assert [c.rank for c in out] == [1, 2]
+    assert all(c.min_contact is not None and c.min_contact >= MIN_CONTACT_FACTOR for c in out)
+    assert out[0].structure is good and out[0].charge_balanced is True and out[1].charge_balanced is None
+    assert any("stretched" in n for n in out[1].notes)
+    assert out[1].cell == pytest.approx(list(out[1].structure.lattice.parameters))
+    assert len(out.skipped) == 1
+    assert out.skipped[0].reason.startswith("template candidate dropped: atoms too close")
+    assert out.stop_reason is not None and "1 candidate(s) dropped" in out.stop_reason
+
+
+def test_charge_balance():
+    assert charge_balanced("NaCl") is True
+    assert charge_balanced("LiFePO4") is True
+    assert charge_balanced("NaCl2") is False  # Na is +1 only
+    assert charge_balanced("Fe3Al") is None  # an intermetallic: not applicable
+    assert charge_balanced("Si") is None
+
+
+@pytest.mark.parametrize(
+    ("formula", "space_group", "z"),
+    [("SrTiO3", 221, 1), ("LiFePO4", 62, 4), ("NaCl", 225, 4), ("Li7La3Zr2O12", 230, 8), ("GaN", 186, 2)],
+)
+def test_z_is_the_smallest_the_wyckoff_positions_allow(formula, space_group, z):
+    fu = formula_unit(formula, 200)
+    assert z_options(space_group, fu, 200)[0] == z
+    planned = planned_cell(fu, space_group, "cP", None, 12.0, 200)
+    assert planned is not None and planned[0] == z
