@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import random
+import signal
 import string
 import sys
 import time
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=0.5, help="seconds per generate_candidates call")
     parser.add_argument("--timeout-per-group", type=float, default=0.25, help="seconds per space group")
+    parser.add_argument("--trace", action="store_true", help="print every formula and its time")
     args = parser.parse_args(argv)
 
     from pymatgen.core.periodic_table import Element
@@ -138,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         prototype_store(tempfile.mkdtemp(prefix="fuzz-templates-")) if args.source != "cryspnet" else None
     )
 
-    predictor = load_predictor()
     counts: collections.Counter[str] = collections.Counter()
+    predictor = load_predictor()
+    # A SIGALRM after a call has returned would end this process (the default action): count it instead.
+    signal.signal(signal.SIGALRM, lambda signum, frame: counts.update(["stray alarm"]))
     uncaught: list[tuple[str, str]] = []
     slowest = (0.0, "")
     t0 = time.perf_counter()
@@ -158,12 +162,19 @@ def main(argv: list[str] | None = None) -> int:
             counts["ValueError (rejected)"] += 1
         except GenerationError:
             counts["GenerationError (no structure)"] += 1
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # anything else escaping the call, BaseExceptions included
             counts["uncaught"] += 1
             uncaught.append((formula, "".join(traceback.format_exception_only(exc)).strip()))
+        if signal.getitimer(signal.ITIMER_REAL)[0] > 0:  # a timer left running would kill a later call
+            counts["left an alarm armed"] += 1
+            signal.setitimer(signal.ITIMER_REAL, 0)
         dt = time.perf_counter() - t
         slowest = max(slowest, (dt, formula))
         counts["slower than 10 s"] += dt > 10
+        if args.trace:
+            print(f"{i:6d} {dt:6.2f} s {formula!r}", flush=True)
         if (i + 1) % 1000 == 0:
             print(f"{i + 1:6d} formulas, {time.perf_counter() - t0:6.0f} s, {dict(counts)}", flush=True)
     seconds = time.perf_counter() - t0
@@ -180,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:32s} {counts[name]:6d}")
     print(f"  {'with a warning':32s} {counts['with a warning']:6d}")
     print(f"  {'slower than 10 s':32s} {counts['slower than 10 s']:6d}")
+    for name in ("left an alarm armed", "stray alarm"):
+        print(f"  {name:32s} {counts[name]:6d}")
     print(f"  slowest call: {slowest[0]:.1f} s ({slowest[1]!r})")
     for formula, error in uncaught[:20]:
         print(f"  UNCAUGHT {formula!r}: {error}")
-    return 1 if uncaught else 0
+    return 1 if uncaught or counts["left an alarm armed"] or counts["stray alarm"] else 0
 
 
 if __name__ == "__main__":

@@ -28,8 +28,6 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
-
 if TYPE_CHECKING:
     import os
 
@@ -109,6 +107,8 @@ def storage_tensors(tensors: dict[str, torch.Tensor], dtype: WeightsDtype) -> di
 
 def _jsonable(obj: Any) -> Any:
     """Plain JSON values: numpy scalars to Python, NaN/inf to None, tuples to lists."""
+    import numpy as np
+
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

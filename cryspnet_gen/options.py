@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-import numpy as np
-
 from cryspnet_gen.formula import BravaisModel
 
 __all__ = [
@@ -63,6 +61,8 @@ def can_use_alarm() -> bool:
 
 
 def _positive_int(name: str, value: Any) -> int:
+    import numpy as np
+
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
@@ -135,6 +135,8 @@ class GenerateOptions:
     known: bool = True
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         from cryspnet_gen.symmetry import BRAVAIS_LATTICES, bravais_of
 
         def put(name: str, value: Any) -> None:
@@ -195,6 +197,8 @@ class GenerateOptions:
 
     @staticmethod
     def _sequence(name: str, value: Any) -> Sequence[Any]:
+        import numpy as np
+
         if isinstance(value, (str, bytes)) and name == "bravais":
             return [value]
         if isinstance(value, (int, np.integer)) and name == "space_groups":

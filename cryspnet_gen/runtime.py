@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 #: warns at almost every step of ASE's ``FrechetCellFilter`` (798 lines for one LiFePO4 relaxation).
 NOISY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (RuntimeWarning, r"logm result may be inaccurate"),
+    (UserWarning, r"Converting a tensor with requires_grad=True to a scalar"),  # torch, inside CHGNet
     (UserWarning, r"No ionic radius for"),
     (UserWarning, r"Issues encountered while parsing CIF"),
     (UserWarning, r"No Pauling electronegativity"),

@@ -11,6 +11,7 @@ from cryspnet_gen.records import Candidate, CandidateList
 from cryspnet_gen.sources.cryspnet.cells import planned_cell, z_options
 from cryspnet_gen.validity import (
     MAX_STRETCH,
+    MIN_ANION_FACTOR,
     MIN_CONTACT_FACTOR,
     charge_balanced,
     check_candidates,
@@ -61,18 +62,23 @@ def test_real_rock_salt_passes_both_rules():
 
 
 def test_anion_rule_catches_what_the_covalent_rule_allows():
-    # Cl-Cl at 2.0 Å is a Cl2 bond (0.98 x the covalent sum) but two chloride ions cannot be that close.
+    # O-O at 1.06 Å (seen in a CRYSPNet SrTiO3 candidate) is 0.76 x the covalent sum, but 0.42 x two oxide radii.
     s = Structure(
         Lattice.cubic(8.0),
-        ["Na", "Na", "Cl", "Cl"],
-        [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0.75, 0, 0.5]],
+        ["Mg", "Mg", "O", "O"],
+        [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0.5 + 1.06 / 8, 0, 0.5]],
     )
     covalent, anion = contacts(s)
     assert covalent is not None and covalent.ratio > MIN_CONTACT_FACTOR
-    assert anion is not None and anion.distance == pytest.approx(2.0) and anion.ratio < 0.7
+    assert anion is not None and anion.distance == pytest.approx(1.06) and anion.ratio < MIN_ANION_FACTOR
     assert shortest_contact(s) == anion
     problem = contact_problem(s)
-    assert problem is not None and "Cl-Cl 2.00 Å" in problem and "ionic" in problem
+    assert problem is not None and "O-O 1.06 Å" in problem and "ionic" in problem
+    # Different elements are not held to the anion rule (S-O in a sulfate would be, if S were guessed -2).
+    mixed = Structure(
+        Lattice.cubic(8.0), ["Ca", "Cl", "Br"], [[0, 0, 0], [0.5, 0, 0.5], [0.5 + 2.2 / 8, 0, 0.5]]
+    )
+    assert charge_balanced("CaClBr") is True and contacts(mixed)[1] is None
 
 
 def self_contact(ratio: float) -> Structure:

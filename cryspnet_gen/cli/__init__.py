@@ -83,7 +83,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed subcommand. Errors are one line on stderr: exit code 2 for bad input (missing files,
-    bad bundles or stores...), 1 for anything else; ``args.verbose`` adds the traceback."""
+    bad bundles or stores...), 1 for anything else (``args.verbose`` adds its traceback)."""
     prog = f"cryspnet-gen {args.command}"
     try:
         return int(args.func(args))
@@ -92,7 +92,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:
         user_error = isinstance(exc, _user_error_types())
-        if getattr(args, "verbose", False):
+        if getattr(args, "verbose", False) and not user_error:
             traceback.print_exc(file=sys.stderr)
         message = str(exc) if user_error else f"{type(exc).__name__}: {exc}"
         hint = (

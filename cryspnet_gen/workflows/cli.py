@@ -164,9 +164,12 @@ def _new_parser(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentP
     p: argparse.ArgumentParser = subparsers.add_parser(name, formatter_class=DefaultsHelpFormatter, **kwargs)
     # SUPPRESS: a `cryspnet-gen -v COMMAND` given before the command is kept.
     p.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
         help="log more, and show the traceback of an error",
-    )  # fmt: skip
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print less (no progress bar, no hints)")
     return p
 
@@ -415,8 +418,8 @@ def cmd_results(args: argparse.Namespace) -> int:
         if handle.busy and not args.quiet:
             from cryspnet_gen.workflows.errors import describe_holder
 
-            print(f"note: {describe_holder(handle.busy)} is writing this store; these are its last saved "
-                  "results", file=sys.stderr)  # fmt: skip
+            who = describe_holder(handle.busy)
+            print(f"note: {who} is writing this store; these are its last saved results", file=sys.stderr)
         job_store = handle.job_store()
         seen: set[str] = set()
         for formula in args.formulas:

@@ -301,12 +301,16 @@ def store_notes(handle: StoreHandle, *, expiration_secs: float = LOST_AFTER) -> 
             f"what it had saved is kept and `cryspnet-gen run{hint}` redoes the rest"
         )
     lost = lost_runs(handle, expiration_secs=expiration_secs)
-    if lost:
-        how = f"cryspnet-gen run --rerun-lost{hint}"
-        why = "left RUNNING by a run that stopped" if handle.embedded else (
-            f"RUNNING without a sign of life for {expiration_secs / 3600:g} h (lost runs)"
-        )  # fmt: skip
-        notes.append(f"{len(lost)} job(s) {why}: {lost}; `{how}` runs them again")
+    if lost and handle.embedded:
+        notes.append(
+            f"{len(lost)} job(s) left RUNNING by a run that stopped: {lost}; `cryspnet-gen run{hint}` runs them "
+            "again"
+        )
+    elif lost:
+        notes.append(
+            f"{len(lost)} job(s) RUNNING without a sign of life for {expiration_secs / 3600:g} h (lost runs): "
+            f"{lost}; `cryspnet-gen run --rerun-lost{hint}` runs them again"
+        )
     if ready and not handle.busy and handle.embedded:
         notes.append(f"{ready} job(s) ready to run and no run is going: start `cryspnet-gen run{hint}`")
     return notes

@@ -427,18 +427,20 @@ def _prepare_writer(folder: Path, *, force_new: bool) -> dict[str, Any] | None:
                 if not state.ok:
                     raise corrupt_error(state)
     for name, state in states.items():
-        if name == LAUNCHPAD_FILE:
-            continue
-        if not state.ok:  # a new store
-            write_atomic(folder / name, "[]")
-        elif check_file(backup_path(state.path)).raw != state.raw:
+        if not state.ok:  # a new store (the LaunchPad is made by the caller)
+            if name != LAUNCHPAD_FILE:
+                write_atomic(folder / name, "[]")
+        elif _read_or_none(backup_path(state.path)) != state.raw:  # a kill left the backup behind
             write_atomic(backup_path(state.path), state.raw or b"", backup=False)
     lp = states[LAUNCHPAD_FILE]
-    if not lp.ok:
+    return dict(lp.parsed) if lp.ok else None
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
         return None
-    if check_file(backup_path(lp.path)).raw != lp.raw:
-        write_atomic(backup_path(lp.path), lp.raw or b"", backup=False)
-    return dict(lp.parsed)
 
 
 @contextlib.contextmanager
