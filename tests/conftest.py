@@ -20,6 +20,17 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+@pytest.fixture(autouse=True)
+def _templates_off_unless_asked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run with the shipped prototype library off (``CRYSPNET_GEN_TEMPLATES=none``), so that tests of the
+    CRYSPNet source see CRYSPNet candidates; the README examples run as a user would, with it on, and the tests
+    of the default source unset it themselves (tests/test_prototypes.py)."""
+    if request.module.__name__.endswith("test_readme"):
+        return
+    if "CRYSPNET_GEN_TEMPLATES" not in os.environ:
+        monkeypatch.setenv("CRYSPNET_GEN_TEMPLATES", "none")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real data folder (``$CRYSPNET_GEN_DATA_DIR`` or ``../shared/data`` beside the repo)."""

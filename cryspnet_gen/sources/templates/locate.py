@@ -30,6 +30,8 @@ __all__ = [
     "shipped_library",
 ]
 
+# $CRYSPNET_GEN_TEMPLATES values that turn the default library off (templates only when a store is passed).
+_OFF = ("none", "off", "0", "false")
 #: The prototype library used when no store is given (all Materials Project data).
 DEFAULT_LIBRARY = "prototypes-mp-v1"
 #: Its benchmark variant: no formula of the MPTS-52 / MP-20 validation and test sets.
@@ -70,12 +72,14 @@ def resolve_store(
     templates: TemplateStore | str | os.PathLike[str] | None, *, default: bool = True
 ) -> TemplateStore | None:
     """A store from an argument, else from ``$CRYSPNET_GEN_TEMPLATES``, else the shipped prototype library
-    (``default=True``), else ``None``."""
+    (``default=True``), else ``None``. ``CRYSPNET_GEN_TEMPLATES=none`` turns the default library off."""
     if isinstance(templates, TemplateStore):
         return templates
     if templates is not None:
         return load_store(templates)
     env = os.environ.get(ENV_VAR)
+    if env and env.strip().lower() in _OFF:
+        return None
     if env:
         return load_store(env)
     if not default:
