@@ -180,7 +180,7 @@ def test_store_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         load_store(bad)
     with pytest.raises(TemplateStoreError, match="not a folder"):
         list(records_from_folder(tmp_path / "nowhere"))
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(ENV_VAR, "none")  # templates off (no env: the shipped library)
     assert resolve_store(None) is None
     with pytest.raises(ValueError, match=ENV_VAR):
         generate_candidates("KBr", 1, source="templates", predictor=random_predictor())
@@ -342,7 +342,7 @@ def test_env_var_turns_templates_on(store_dir: Path, predictor, monkeypatch: pyt
         cands = generate_candidates("BaZrO3", 2, predictor=predictor, timeout=20)
     # "both" is the default with a store: the list went through the merge (scores, source ranks noted).
     assert all(c.score is not None and c.notes[-1].startswith("rank ") for c in cands)
-    monkeypatch.delenv(ENV_VAR)
+    monkeypatch.setenv(ENV_VAR, "none")
     plain = generate_candidates("BaZrO3", 1, predictor=predictor, timeout=20)
     assert plain[0].score is None and plain[0].source == "cryspnet"
 
@@ -362,7 +362,7 @@ def test_cli_build_lookup_generate(structure_folder: Path, tmp_path: Path, capsy
     assert "anonymous formula AB, 4 templates" in out and "Fm-3m (225)" in out
     assert main(["templates", "build", "--from", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "neither a folder" in capsys.readouterr().err
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(ENV_VAR, "none")
     assert main(["generate", "BaZrO3", "--source", "templates", "-o", str(tmp_path / "o")]) == 2
     assert ENV_VAR in capsys.readouterr().err
 
