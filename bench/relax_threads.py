@@ -36,10 +36,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--formula", default="LiFePO4", help="formula (default LiFePO4)")
     ap.add_argument("--k", type=int, default=3, help="candidates (default 3)")
-    ap.add_argument("--threads", nargs="+", default=["1", "2"], help="thread counts, or 'none' for torch's default")
-    ap.add_argument("--steps", type=int, default=300, help="relaxation step cap (default 300, the library default)")
+    ap.add_argument(
+        "--threads", nargs="+", default=["1", "2"], help="thread counts, or 'none' for torch's default"
+    )
+    ap.add_argument(
+        "--steps", type=int, default=300, help="relaxation step cap (default 300, the library default)"
+    )
     args = ap.parse_args()
-    print(f"| threads | seconds | lines written | candidates (source, atoms) | load average at start |")
+    print("| threads | seconds | lines written | candidates (source, atoms) | load average at start |")
     print("|---|---:|---:|---|---|")
     for threads in args.threads:
         load = os.getloadavg()[0]
@@ -51,11 +55,15 @@ def main() -> None:
             check=True,
         )
         wall = time.perf_counter() - start
-        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip() and not ln.startswith("{")]
+        lines = [
+            ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip() and not ln.startswith("{")
+        ]
         lines = [ln for ln in lines if "relaxing (CHGNet)" not in ln]  # the progress bar (stderr, \r-updated)
         result = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("{")))
         cands = ", ".join(f"{s} {n}" for s, n in zip(result["sources"], result["sites"], strict=True))
-        print(f"| {threads} | {result['seconds']:.1f} (process {wall:.1f}) | {len(lines)} | {cands} | {load:.1f} |")
+        print(
+            f"| {threads} | {result['seconds']:.1f} (process {wall:.1f}) | {len(lines)} | {cands} | {load:.1f} |"
+        )
         for line in lines[:5]:
             print(f"    {line[:150]}")
 

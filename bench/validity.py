@@ -69,7 +69,7 @@ def saved_candidates(folder: str) -> list:
 
 
 def main() -> None:
-    from cryspnet_gen.validity import MIN_ANION_FACTOR, MIN_CONTACT_FACTOR, contacts
+    from cryspnet_gen.validity import MIN_ANION_FACTOR, MIN_CONTACT_FACTOR, contact_problem, contacts
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=3000, help="structures sampled (default 3000)")
@@ -82,12 +82,14 @@ def main() -> None:
         saved_candidates(args.candidates) if args.candidates else mp_sample(args.n, args.seed, args.data_dir)
     )
     covalent, ionic = [], []
+    failing = 0
     for s in structures:
         cov, ion = contacts(s)
         if cov is not None:
             covalent.append(cov.ratio)
         if ion is not None:
             ionic.append(ion.ratio)
+        failing += contact_problem(s) is not None
     for name, values, limit in (
         ("covalent", np.array(covalent), MIN_CONTACT_FACTOR),
         ("anion-anion ionic", np.array(ionic), MIN_ANION_FACTOR),
@@ -101,6 +103,7 @@ def main() -> None:
         )
         for t in sorted({0.5, 0.6, 0.64, limit, 0.8}):
             print(f"  below {t:.2f}: {np.mean(values < t):.2%} ({int(np.sum(values < t))})")
+    print(f"failing the validity rules (what the gate repairs or drops): {failing} of {len(structures)}")
     print(f"{len(structures)} structures in {time.perf_counter() - start:.0f} s")
 
 

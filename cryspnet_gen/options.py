@@ -46,8 +46,9 @@ DEFAULT_TIMEOUT_PER_GROUP = 10.0
 DEFAULT_MIN_DISTANCE_FACTOR = 0.7
 #: Most optimizer steps of an in-process relaxation (``relax="chgnet"``).
 DEFAULT_RELAX_STEPS = 300
-#: torch threads of an in-process relaxation: 1 (measured in docs/benchmarks.md, "Threads": as fast as 2 on a
-#: quiet 2-core machine for cells of this size, and many times faster on a busy one).
+#: torch (and BLAS) threads of an in-process relaxation. Measured (docs/benchmarks.md, "Threads"): LiFePO4 k=3
+#: relaxed in 44 s with 1 thread and 190 s with 2 on the shared 2-core machine; more threads than free cores
+#: slow CHGNet down many times over.
 DEFAULT_THREADS = 1
 
 Isolation = Literal["auto", "signal", "process"]

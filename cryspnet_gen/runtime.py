@@ -136,9 +136,22 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
 
 
+def _blas_threads(n: int | None) -> contextlib.AbstractContextManager[Any]:
+    """At most ``n`` threads in the BLAS / OpenMP libraries numpy and scipy use (threadpoolctl, when installed)."""
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with the workflows and train extras
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=max(int(n), 1))
+
+
 @contextlib.contextmanager
 def torch_settings(*, threads: int | None = None, deterministic: bool = False) -> Iterator[None]:
-    """Set torch's intra-op threads (``None``: leave them) and deterministic algorithms inside the block."""
+    """Set torch's intra-op threads and the BLAS libraries' threads (``None``: leave them) and deterministic
+    algorithms inside the block. The BLAS limit matters too: ASE's cell filter solves small systems with scipy at
+    every CHGNet step, and on a busy machine multithreaded BLAS doubled the time of a relaxation."""
     if threads is None and not deterministic:
         yield
         return
@@ -151,7 +164,8 @@ def torch_settings(*, threads: int | None = None, deterministic: bool = False) -
             torch.use_deterministic_algorithms(True)
         if threads is not None:
             torch.set_num_threads(max(int(threads), 1))
-        yield
+        with _blas_threads(threads):
+            yield
     finally:
         # only touch the determinism flag when asked: use_deterministic_algorithms() imports torch._inductor,
         # seconds on a busy machine, on every prediction

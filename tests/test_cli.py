@@ -92,6 +92,10 @@ def invalid_cases(tmp: Path) -> list[tuple[list[str], str]]:
             ["templates", "build", "--from", str(a_dir), "--out", str(tmp / "s"), "--workers", "0"],
             "--workers",
         ),
+        (["submit", "NaCl", "--space-group", "999"], "--space-group"),
+        (["submit", "NaCl", "-k", "0"], "-k"),
+        (["run", "--threads", "0"], "--threads"),
+        (["results", "NaCl", "-k", "0"], "-k"),
         (["nonsense"], "invalid choice"),
         ([], "required"),
     ]
@@ -328,8 +332,11 @@ ELEMENTS = [
 #: Options with a constraint, and the values that break it (anything else drawn is valid for them).
 CONSTRAINED = {
     "-k": lambda v: _int(v) is None or _int(v) < 1,
+    "-n": lambda v: _int(v) is None or _int(v) < 1,
     "--seed": lambda v: _int(v) is None or _int(v) < 0,
     "--max-atoms": lambda v: _int(v) is None or _int(v) < 1,
+    "--max-rows": lambda v: _int(v) is None or _int(v) < 1,
+    "--workers": lambda v: _int(v) is None or _int(v) < 1,
     "--steps": lambda v: _int(v) is None or _int(v) < 1,
     "--threads": lambda v: _int(v) is None or _int(v) < 1,
     "--space-group": lambda v: _int(v) is None or not 1 <= _int(v) <= 230,  # type: ignore[operator]
@@ -338,7 +345,29 @@ CONSTRAINED = {
     "--timeout": lambda v: _float(v) is None or not 0 < _float(v) < float("inf"),  # type: ignore[operator]
 }
 VALUES = ["1", "3", "14", "225", "0", "-1", "999", "2.5", "abc", "nan", "inf", ""]
-PATHS = {"generate": ["generate"], "predict": ["predict"], "featurize": ["featurize"]}
+#: Subcommand -> (leading arguments, whether it takes formulas, options drawn from CONSTRAINED).
+COMMAND_LINES = {
+    "generate": (
+        ["generate"],
+        True,
+        ["-k", "--seed", "--max-atoms", "--steps", "--threads", "--space-group", "--timeout"],
+    ),
+    "predict": (["predict"], True, ["--top-bravais", "--top-space-groups"]),
+    "featurize": (["featurize"], True, []),
+    "lookup": (["templates", "lookup", "SrTiO3"], False, ["-n"]),
+    "data": (["data", "build"], False, ["--workers", "--seed", "--max-rows"]),
+    "train": (["train", "--out", "runs"], False, ["--seed", "--max-rows"]),
+    "submit": (["submit", "NaCl"], True, ["-k", "--seed", "--space-group"]),
+    "results": (["results", "NaCl"], True, ["-k"]),
+}
+#: Commands replaced by a recorder (they would train, build or touch a workflow store); predict, featurize and
+#: templates lookup run for real.
+STUBBED = {
+    "cryspnet_gen.cli.generate": "cmd_generate",
+    "cryspnet_gen.cli.data": "cmd_data_build",
+    "cryspnet_gen.cli.train": "cmd_train",
+    "cryspnet_gen.workflows.cli": ("cmd_submit", "cmd_results"),
+}
 
 
 def _int(text: str) -> int | None:
@@ -365,42 +394,44 @@ formulas = st.one_of(
 
 @st.composite
 def argument_vectors(draw) -> tuple[list[str], bool]:
-    command = draw(st.sampled_from(sorted(PATHS)))
-    argv = list(PATHS[command])
+    lead, takes_formulas, allowed = COMMAND_LINES[draw(st.sampled_from(sorted(COMMAND_LINES)))]
+    argv = list(lead)
     invalid = False
-    argv += draw(
-        st.lists(formulas, min_size=0, max_size=3).map(lambda fs: [f for f in fs if not f.startswith("-")])
-    )
-    allowed = {
-        "generate": ["-k", "--seed", "--max-atoms", "--steps", "--threads", "--space-group", "--timeout"],
-        "predict": ["--top-bravais", "--top-space-groups"],
-        "featurize": [],
-    }[command]
+    if takes_formulas:
+        argv += draw(
+            st.lists(formulas, min_size=0, max_size=3).map(
+                lambda fs: [f for f in fs if not f.startswith("-")]
+            )
+        )
     for option in draw(st.lists(st.sampled_from(allowed), max_size=4)) if allowed else []:
         value = draw(st.sampled_from(VALUES))
         invalid |= CONSTRAINED[option](value)
         argv += [option, value] if not value.startswith("-") else [f"{option}={value}"]
-    argv += draw(st.lists(st.sampled_from(["-v", "-q", "--verbose", "--quiet"]), max_size=2))
-    return argv, invalid
+    flags = draw(st.lists(st.sampled_from(["-v", "-q", "--verbose", "--quiet"]), max_size=2))
+    at = draw(st.integers(0, len(argv)))
+    return [*argv[:at], *flags, *argv[at:]] if at else [*flags, *argv], invalid
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=argument_vectors())
 def test_random_command_lines_never_give_a_traceback(case, capsys, monkeypatch):
-    """Random argument vectors: never a traceback; an invalid option value is exit 2 before the command runs; a
-    valid line reaches the command (``predict`` and ``featurize`` run for real on the random formulas, with a
-    small random model), which exits 0, or 1 when a formula is bad."""
+    """Random argument vectors over the subcommands (global flags anywhere): never a traceback; an invalid option
+    value is exit 2 before the command runs, one line; a valid line reaches the command (``predict``,
+    ``featurize`` and ``templates lookup`` run for real, on random formulas and a small random model)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
+    import importlib
+
     from test_generate import random_predictor
 
     import cryspnet_gen.cli.common as common
-    import cryspnet_gen.cli.generate as generate
 
     argv, invalid = case
     ran = []
-    monkeypatch.setattr(generate, "cmd_generate", lambda args: ran.append(args) or 0)
+    for module, names in STUBBED.items():
+        for name in (names,) if isinstance(names, str) else names:
+            monkeypatch.setattr(importlib.import_module(module), name, lambda args: ran.append(args) or 0)
     monkeypatch.setattr(common, "load_predictor_for", lambda args: _cached_predictor(random_predictor))
     rc, _, err, _ = run(argv, capsys)
     assert "Traceback" not in err, (argv, err)

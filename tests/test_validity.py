@@ -8,7 +8,7 @@ from pymatgen.core import Lattice, Structure
 
 from cryspnet_gen.formula import formula_unit
 from cryspnet_gen.records import Candidate, CandidateList
-from cryspnet_gen.sources.cryspnet.cells import planned_cell, z_options
+from cryspnet_gen.sources.cryspnet.cells import plan_cells, z_options
 from cryspnet_gen.validity import (
     MAX_STRETCH,
     MIN_ANION_FACTOR,
@@ -145,5 +145,9 @@ def test_charge_balance():
 def test_z_is_the_smallest_the_wyckoff_positions_allow(formula, space_group, z):
     fu = formula_unit(formula, 200)
     assert z_options(space_group, fu, 200)[0] == z
-    planned = planned_cell(fu, space_group, "cP", None, 12.0, 200)
-    assert planned is not None and planned[0] == z
+    plan = plan_cells(fu, space_group, "cP", None, 12.0, 200)
+    assert plan.zs[0] == z and not plan.predicted
+    volume = plan.cell(z, fu)
+    assert volume[0] ** 3 == pytest.approx(
+        z * fu.n_atoms * 12.0
+    )  # the generic cubic shape, at 12 Å^3 per atom

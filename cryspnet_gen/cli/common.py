@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryspnet_gen.arguments import HelpFormatter, add_global_flags, existing_file
+from cryspnet_gen.arguments import HelpFormatter, add_global_flags, existing_file, new_output_path
 
 if TYPE_CHECKING:
     from cryspnet_gen.predict import Predictor
@@ -20,6 +20,7 @@ __all__ = [
     "add_bravais_model",
     "add_force",
     "add_formula_inputs",
+    "add_output_file",
     "load_predictor_for",
     "read_formulas",
     "replace_atomically",
@@ -120,6 +121,12 @@ def add_formula_inputs(p: argparse.ArgumentParser) -> None:
 def add_force(p: argparse.ArgumentParser, what: str = "existing output files") -> None:
     """``--force``: replace existing output."""
     p.add_argument("--force", action="store_true", help=f"replace {what} (default: refuse)")
+
+
+def add_output_file(p: argparse.ArgumentParser, help: str) -> None:
+    """``-o/--output FILE`` (not a folder) and ``--force`` (replace an existing file)."""
+    p.add_argument("-o", "--output", type=new_output_path, default=None, metavar="FILE", help=help)
+    add_force(p, "an existing output file")
 
 
 def add_bravais_model(p: argparse.ArgumentParser) -> None:

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cryspnet_gen.arguments import new_output_path
 from cryspnet_gen.cli.common import (
-    add_force,
     add_formula_inputs,
+    add_output_file,
     read_formulas,
     replace_atomically,
     subcommand,
@@ -49,13 +48,5 @@ def add_subcommands(subparsers: Any) -> None:
     """Add ``featurize`` to the ``cryspnet-gen`` subparsers."""
     p = subcommand(subparsers, "featurize", "composition features of formulas (CSV)")
     add_formula_inputs(p)
-    p.add_argument(
-        "-o",
-        "--output",
-        type=new_output_path,
-        default=None,
-        metavar="FILE",
-        help="CSV file to write (default: print a preview)",
-    )
-    add_force(p, "an existing output file")
+    add_output_file(p, "CSV file to write (default: print a preview)")
     p.set_defaults(func=cmd_featurize)

@@ -190,7 +190,7 @@ def add_subcommands(subparsers: Any) -> None:
         "--threads",
         type=positive_int,
         default=DEFAULT_THREADS,
-        help="torch threads for --relax; more threads than free cores slow CHGNet down many times over "
+        help="torch and BLAS threads for --relax; more threads than free cores slow CHGNet down many times over "
         "(default: %(default)s, measured fastest: docs/benchmarks.md)",
     )
     add_model_option(p)

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryspnet_gen.arguments import add_model_option, bounded_int, new_output_path
+from cryspnet_gen.arguments import add_model_option, bounded_int
 from cryspnet_gen.cli.common import (
     add_bravais_model,
-    add_force,
     add_formula_inputs,
+    add_output_file,
     load_predictor_for,
     read_formulas,
     replace_atomically,
@@ -34,7 +34,7 @@ def structure_cells(preds: list[Prediction], frame: pd.DataFrame, max_atoms: int
     import numpy as np
 
     from cryspnet_gen.formula import formula_unit
-    from cryspnet_gen.sources.cryspnet import planned_cell
+    from cryspnet_gen.sources.cryspnet import plan_cells
     from cryspnet_gen.symmetry import CELL_PARAMETERS
 
     frame = frame.copy()
@@ -52,7 +52,7 @@ def structure_cells(preds: list[Prediction], frame: pd.DataFrame, max_atoms: int
         if fu is None or pred.error is not None or row.bravais is None:
             continue
         lat = next((la for la in pred.lattices if la.bravais == row.bravais), None)
-        plan = planned_cell(
+        plan = plan_cells(
             fu,
             int(row.space_group),
             row.bravais,
@@ -60,9 +60,10 @@ def structure_cells(preds: list[Prediction], frame: pd.DataFrame, max_atoms: int
             pred.volume_per_atom,
             max_atoms,
         )
-        if plan is None:
+        if not plan.zs:
             continue
-        z, cell = plan
+        z = plan.zs[0]
+        cell = plan.cell(z, fu)
         frame.loc[row.Index, "z"] = z
         frame.loc[row.Index, list(CELL_PARAMETERS)] = [float(x) for x in cell]
     frame["z"] = frame["z"].astype("Int64")
@@ -114,15 +115,9 @@ def add_subcommands(subparsers: Any) -> None:
     """Add ``predict`` to the ``cryspnet-gen`` subparsers."""
     p = subcommand(subparsers, "predict", "Bravais lattice, space groups and lattice parameters of formulas")
     add_formula_inputs(p)
-    p.add_argument(
-        "-o",
-        "--output",
-        type=new_output_path,
-        default=None,
-        metavar="FILE",
-        help="write CSV (or JSON if the name ends in .json) instead of printing a table (default: print)",
+    add_output_file(
+        p, "write CSV (or JSON if the name ends in .json) instead of printing a table (default: print)"
     )
-    add_force(p, "an existing output file")
     add_model_option(p)
     p.add_argument(
         "--top-bravais",

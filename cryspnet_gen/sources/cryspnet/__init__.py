@@ -72,7 +72,7 @@ short: time is the only input that can differ between runs; ``Candidate.attempt`
 made each structure).
 """
 
-from cryspnet_gen.sources.cryspnet.cells import planned_cell
+from cryspnet_gen.sources.cryspnet.cells import CellPlan, plan_cells
 from cryspnet_gen.sources.cryspnet.walk import SOURCE, cryspnet_candidates, failure_message, ranked_pairs
 
-__all__ = ["SOURCE", "cryspnet_candidates", "failure_message", "planned_cell", "ranked_pairs"]
+__all__ = ["SOURCE", "CellPlan", "cryspnet_candidates", "failure_message", "plan_cells", "ranked_pairs"]

@@ -291,22 +291,6 @@ def plan_cells(
     return CellPlan(shape, predicted, vpa, z_est, tuple(zs), tuple(notes))
 
 
-def planned_cell(
-    fu: FormulaUnit,
-    space_group: int,
-    bravais: str,
-    cell: Sequence[float] | None,
-    predicted_volume_per_atom: float | None,
-    max_atoms: int,
-) -> tuple[int, np.ndarray] | None:
-    """``(Z, cell)`` of a pair's first attempt: the cell its CRYSPNet candidate is built in (``None`` when no
-    Z fits the group's Wyckoff positions)."""
-    plan = plan_cells(fu, space_group, bravais, cell, predicted_volume_per_atom, max_atoms)
-    if not plan.zs:
-        return None
-    return plan.zs[0], plan.cell(plan.zs[0], fu)
-
-
 def _shortest_translation(cell6: np.ndarray, space_group: int) -> float:
     from pymatgen.core import Lattice
 
