@@ -35,6 +35,7 @@ __all__ = [
     "positive_int",
     "space_group_number",
     "split_global_flags",
+    "subcommand",
 ]
 
 SOURCES = ("cryspnet", "templates", "both")
@@ -78,6 +79,15 @@ def add_global_flags(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="no progress bars or notes, only results and errors",
     )
+
+
+def subcommand(subparsers: Any, name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand's parser: one-line usage errors, defaults shown in ``--help``, ``-v/-q`` accepted."""
+    kwargs.setdefault("formatter_class", HelpFormatter)
+    kwargs.setdefault("description", help[0].upper() + help[1:] + ".")
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help, **kwargs)
+    add_global_flags(parser)
+    return parser
 
 
 def split_global_flags(argv: list[str]) -> tuple[list[str], dict[str, bool]]:

@@ -509,22 +509,13 @@ def to_parameters(bravais: str, cell6: ArrayLike) -> NDArray[np.float64]:
 
 
 def from_parameters(bravais: str, params: ArrayLike) -> NDArray[np.float64]:
-    """Full conventional cell from regression targets: the inverse of :func:`to_parameters`.
+    """Full conventional cell from regression targets ``params`` (shape (k,) or (N, k), ordered as
+    :data:`PARAMETER_NAMES` ``[bravais]``): the inverse of :func:`to_parameters`.
 
-    Parameters
-    ----------
-    bravais
-        One of :data:`BRAVAIS_LATTICES`.
-    params
-        Shape (k,) or (N, k), ordered as :data:`PARAMETER_NAMES` ``[bravais]``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(a, b, c, alpha, beta, gamma)``, shape (6,) or (N, 6), in the standard setting pyxtal expects:
-        cubic ``(a, a, a, 90, 90, 90)``, tetragonal ``(a, a, c, 90, 90, 90)``, hP and hR in hexagonal axes
-        ``(a, a, c, 90, 90, 120)``, monoclinic ``(a, b, c, 90, beta, 90)``. hR rows with alpha outside
-        (0, 120) degrees come back as NaN.
+    Returns ``(a, b, c, alpha, beta, gamma)``, shape (6,) or (N, 6), in the standard setting pyxtal expects:
+    cubic ``(a, a, a, 90, 90, 90)``, tetragonal ``(a, a, c, 90, 90, 90)``, hP and hR in hexagonal axes
+    ``(a, a, c, 90, 90, 120)``, monoclinic ``(a, b, c, 90, beta, 90)``. hR rows with alpha outside (0, 120)
+    degrees come back as NaN.
     """
     names = PARAMETER_NAMES[_check_bravais(bravais)]
     arr = np.asarray(params, dtype=float)

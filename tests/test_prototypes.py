@@ -223,3 +223,31 @@ def test_templates_build_prototypes_command(shared_data: Path, tmp_path: Path, m
     assert main([*args, "--force", "--per-type", "2"]) == 0
     assert json.loads((out / "manifest.json").read_text())["filters"]["per_type"] == 2
     assert main(["templates", "info", str(out)]) == 0
+
+
+def test_library_variants_hold_out_their_splits(monkeypatch, tmp_path: Path):
+    """Each variant drops the formulas of its held-out splits (and only those) and applies its own filters."""
+    import cryspnet_gen.sources.templates.prototype_build as pb
+
+    held = {"mpts52_val": {"A"}, "mpts52_test": {"B"}, "mp20_val": {"C"}, "mp20_test": {"D"}}
+    monkeypatch.setattr(
+        pb, "benchmark_formulas", lambda root, parts=None: set().union(*(held[p] for p in parts or held))
+    )
+    monkeypatch.setattr(pb, "_mp20_cutoff", lambda root: ({"m1", "m2", "m3", "m4", "m5"}, "2019-01-01"))
+    table = pd.DataFrame(
+        {
+            "formula": ["A", "B", "C", "D", "E", "E"],
+            "template_id": ["m1", "m2", "m3", "m4", "m5", "m6"],
+            "input_sites": [4, 4, 4, 4, 30, 4],
+            "e_above_hull": [0.0, 0.0, 0.0, 0.0, 0.0, np.nan],
+            "experimental": [True, True, True, True, True, False],
+        }
+    )
+    kept = {v: set(pb.variant_rows(table, v, tmp_path)[0]["template_id"]) for v in pb.VARIANTS}
+    assert kept["full"] == {"m1", "m2", "m3", "m4", "m5", "m6"}
+    assert kept["bench"] == {"m5", "m6"}
+    assert kept["no-test"] == {"m1", "m3", "m5", "m6"}
+    assert kept["mp20-equal"] == {"m1", "m2"}  # m5: 30 sites; m6: no hull energy, not in MP-20's time window
+    assert kept["mpts52-proxy"] == {"m3", "m4", "m5"}  # m6 is not experimental
+    with pytest.raises(ValueError, match="variant"):
+        pb.variant_rows(table, "nonsense", tmp_path)

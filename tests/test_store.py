@@ -140,7 +140,7 @@ def test_damaged_file_is_refused_by_every_command_then_restored(case, store, fak
         ["status"],
         ["results", "NaCl"],
         ["run", "--max-jobs", "1"],
-        ["submit", "LiF", "--model-path", fake_model, "--space-group", "225"],
+        ["submit", "LiF", "--model", fake_model, "--space-group", "225"],
     ]
     for argv in commands:
         rc, out, err = cli(capsys, *argv, "--store", store)
@@ -169,7 +169,7 @@ def test_without_a_good_backup_force_new_starts_afresh_and_keeps_the_files(store
     rc, out, err = cli(capsys, "restore", "--store", store)
     assert rc == 1 and "cannot restore it" in out and "--force-new" in err
     assert (store / "launchpad.json").read_bytes() == b"{trunc"
-    rc, out, err = cli(capsys, "submit", "LiF", "--model-path", fake_model, "--store", store, "--force-new")
+    rc, out, err = cli(capsys, "submit", "LiF", "--model", fake_model, "--store", store, "--force-new")
     assert rc == 0 and "added    LiF" in out, err
     assert formulas_in(store) == {"LiF": "READY"}
     kept = {p.name.split(".old-")[0]: p.read_bytes() for p in store.glob("*.old-*")}
@@ -207,7 +207,7 @@ def test_deleting_the_holder_record_does_not_unlock_and_writers_wait_by_default(
         assert rc == 0 and "is writing this store" in err
         release = threading.Timer(2.0, lock.release)
         release.start()
-        rc, out, err = cli(capsys, "submit", "LiF", "--model-path", fake_model, "--store", store)
+        rc, out, err = cli(capsys, "submit", "LiF", "--model", fake_model, "--store", store)
         release.join()
     finally:
         lock.release()

@@ -81,7 +81,11 @@ def test_every_option_shows_its_default_and_defaults_are_sane():
         p = sub.choices[name]
         text = p.format_help()
         for action in p._actions:
-            if not action.option_strings or action.nargs == 0 or action.default is argparse.SUPPRESS:
+            if (
+                not action.option_strings
+                or action.nargs == 0
+                or argparse.SUPPRESS in (action.default, action.help)  # flags; hidden deprecated spellings
+            ):
                 continue
             help_text = p.formatter_class(prog="x")._get_help_string(action) or ""
             assert "default" in help_text, (name, action.option_strings)
@@ -144,7 +148,7 @@ for formula in sys.argv[4:]:
         with open(os.path.join(out, formula + ".out"), "w") as fh:
             os.dup2(fh.fileno(), 1)
             os.dup2(fh.fileno(), 2)
-            rc = main(["submit", formula, "--model-path", model, "--store", store])
+            rc = main(["submit", formula, "--model", model, "--store", store])
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(rc)

@@ -385,7 +385,7 @@ def test_end_to_end_submit_run_results_with_chgnet(tmp_path):
     bundle = shared_bundle()
     store, out = tmp_path / "store", tmp_path / "out"
     submit = [
-        "submit", "NaCl", "-k", "2", "--steps", "5", "--model-path", bundle, "--space-group", "225",
+        "submit", "NaCl", "-k", "2", "--steps", "5", "--model", bundle, "--space-group", "225",
         "--space-group", "221", "--store", store,
     ]  # fmt: skip
     first = cli(*submit)
@@ -438,7 +438,9 @@ def test_end_to_end_submit_run_results_with_chgnet(tmp_path):
 
 def test_submit_checks_the_template_options(tmp_path):
     store = tmp_path / "store"
-    needs = cli("submit", "NaCl", "--source", "templates", "--store", store)
+    needs = cli(
+        "submit", "NaCl", "--source", "templates", "--store", store
+    )  # CRYSPNET_GEN_TEMPLATES=none (conftest)
     assert needs.returncode == 2 and "needs --templates" in needs.stderr, needs.stderr
     missing = cli("submit", "NaCl", "--templates", tmp_path / "no-such-store", "--store", store)
     assert missing.returncode == 2 and "no template store at" in missing.stderr, missing.stderr

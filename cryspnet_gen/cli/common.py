@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryspnet_gen.arguments import HelpFormatter, add_global_flags, existing_file, new_output_path
+from cryspnet_gen.arguments import existing_file, new_output_path, subcommand
 
 if TYPE_CHECKING:
     from cryspnet_gen.predict import Predictor
@@ -92,15 +92,6 @@ def replace_atomically(out: Path, write: Callable[[Path], Any], *, overwrite: bo
 
 # ----------------------------------------------------------------------------------------------------------
 # options shared by several subcommands
-
-
-def subcommand(subparsers: Any, name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """A subcommand's parser: one-line usage errors, defaults shown in ``--help``, ``-v/-q`` accepted."""
-    kwargs.setdefault("formatter_class", HelpFormatter)
-    kwargs.setdefault("description", help[0].upper() + help[1:] + ".")
-    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=help, **kwargs)
-    add_global_flags(parser)
-    return parser
 
 
 def add_formula_inputs(p: argparse.ArgumentParser) -> None:

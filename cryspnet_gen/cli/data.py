@@ -34,8 +34,7 @@ def add_build(subparsers: Any) -> None:
     b = subcommand(
         subparsers,
         "build",
-        "build (or load from cache) the tables and print a summary",
-        description="Build the labelled tables: about 10 min on 2 cores the first time, seconds afterwards (cached).",
+        "build the labelled tables (about 10 min on 2 cores, then cached) and print a summary",
     )
     b.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     b.add_argument(

@@ -262,6 +262,9 @@ def train_from_data(
 ) -> Path:
     """Build the split from the open data, featurize it and :func:`train_bundle` on it; return the bundle folder.
 
+    The split's tables and features are cached (``cryspnet-gen data build``); the ``shipped`` preset then trains
+    in about 25 minutes on 2 cores.
+
     Parameters
     ----------
     split

@@ -19,14 +19,23 @@ import argparse
 import functools
 import json
 import logging
-import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryspnet_gen.arguments import add_source_options
+from cryspnet_gen.arguments import (
+    ArgumentParser,
+    add_model_option,
+    add_source_options,
+    existing_file,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    space_group_number,
+    subcommand,
+)
 
 __all__ = [
     "add_restore",
@@ -103,28 +112,12 @@ def _one_line(exc: BaseException) -> str:
 # option types: a bad value is an argparse usage error (one line, exit 2)
 
 
-def _number(kind: type, low: float | None = None, high: float | None = None, what: str = "") -> Callable:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if (
-            not math.isfinite(value)
-            or (low is not None and value < low)
-            or (high is not None and value > high)
-        ):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-
-    return parse
-
-
-positive_int = _number(int, 1, what="a positive integer")
-non_negative_int = _number(int, 0, what="an integer >= 0")
-positive_float = _number(float, 1e-12, what="a positive number")
-non_negative_float = _number(float, 0, what="a number >= 0")
-space_group = _number(int, 1, 230, what="a space group number (1-230)")
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (``--wait 0``: fail at once)."""
+    try:
+        return 0.0 if float(text) == 0 else positive_float(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
 
 
 def store_dir(text: str) -> str:
@@ -135,42 +128,46 @@ def store_dir(text: str) -> str:
     return text
 
 
-def existing_file(text: str) -> str:
-    if not Path(text).expanduser().is_file():
-        raise argparse.ArgumentTypeError(f"{text!r} is not an existing file")
-    return text
+#: help and description of each workflow subcommand
+_COMMANDS = {
+    "submit": (
+        "add candidate-relaxation workflows (generate k candidates, relax each, rank by energy)",
+        "Add one FireWorks workflow per formula: generate k candidates, relax each (CHGNet or VASP via atomate2), "
+        "rank them by energy per atom. Submitting the same formula with the same settings again adds nothing. "
+        "Several submits at once wait for each other.",
+    ),
+    "run": (
+        "run the submitted workflows here, job after job (FireWorks rockets)",
+        "Run READY jobs in this process until none is left, showing progress. Jobs of a run that was killed are "
+        "run again; Ctrl-C stops, leaving the interrupted job READY. Between jobs the store is handed to a "
+        "waiting submit.",
+    ),
+    "status": (
+        "jobs per state (READY / RUNNING / COMPLETED / FIZZLED) for each submitted formula",
+        "Jobs per state for each workflow, and notes on work that is waiting, running, interrupted or lost (on "
+        "stderr).",
+    ),
+    "results": (
+        "ranking of the relaxed candidates of a formula; relaxed structures as CIF",
+        "Table of rank, predicted group and probability, relaxed energy per atom, space group after relaxation "
+        "(symprec 0.1) and volume change; FIZZLED jobs with their error.",
+    ),
+    "restore": (
+        "put back the last good copy of damaged or missing files of an embedded workflow store",
+        "Check launchpad.json, jobs.json and data.json of an embedded store; replace each damaged or missing one "
+        "by its backup (*.bak, the copy written with it), keeping the damaged file as <name>.damaged-<time>. Good "
+        "files are left alone.",
+    ),
+}
 
 
-def bundle_dir(text: str) -> str:
-    if not (Path(text).expanduser() / "manifest.json").is_file():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a model bundle folder (no manifest.json)")
-    return text
-
-
-class DefaultsHelpFormatter(argparse.HelpFormatter):
-    """Adds ``(default: X)`` to each option's help that does not say its default already (flags excepted)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if "default" in text or not action.option_strings or action.nargs == 0:
-            return text
-        if action.default is None or action.default is argparse.SUPPRESS:
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-def _new_parser(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """A subcommand parser that shows every default and takes ``-v`` and ``-q`` after the command."""
-    p: argparse.ArgumentParser = subparsers.add_parser(name, formatter_class=DefaultsHelpFormatter, **kwargs)
-    # SUPPRESS: a `cryspnet-gen -v COMMAND` given before the command is kept.
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="log more, and show the traceback of an error",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="print less (no progress bar, no hints)")
+def _new_parser(subparsers: Any, name: str, formulas: str | None, what: str = "") -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` (help and description from :data:`_COMMANDS`; one-line usage errors,
+    defaults shown, ``-v/-q`` accepted), with a ``FORMULA`` positional of ``nargs=formulas`` unless ``None``."""
+    short, description = _COMMANDS[name]
+    p = subcommand(subparsers, name, short, description=description)
+    if formulas is not None:
+        p.add_argument("formulas", nargs=formulas, metavar="FORMULA", help=what)
     return p
 
 
@@ -249,24 +246,22 @@ def _open(args: argparse.Namespace, *, readonly: bool = False, force_new: bool =
     )
 
 
+def _quiet(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "quiet", False))
+
+
 def _hint(args: argparse.Namespace) -> str:
     if args.store:
         return f" --store {args.store}"
     return f" --launchpad {args.launchpad}" if getattr(args, "launchpad", None) else ""
 
 
-def _check_model(args: argparse.Namespace) -> None:
-    from cryspnet_gen.bundle import DEFAULT_BUNDLE, available_bundles
-
-    if args.model_path:
-        return  # checked by its type (a folder with manifest.json)
-    name = args.model or DEFAULT_BUNDLE
-    shipped = available_bundles()
-    if name not in shipped:
-        raise WorkflowCLIError(
-            f"--model {name!r} is not a shipped model bundle (shipped: {', '.join(shipped) or 'none'}); "
-            "pass --model-path DIR for your own"
-        )
+def _model_kwargs(args: argparse.Namespace) -> dict[str, str | None]:
+    """``model`` (a shipped name) or ``model_path`` (a bundle folder, absolute for the workers) from ``--model``
+    (checked when the command line was parsed)."""
+    if args.model and Path(args.model).expanduser().is_dir():
+        return {"model": None, "model_path": str(Path(args.model).expanduser().resolve())}
+    return {"model": args.model, "model_path": None}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -274,18 +269,16 @@ def _check_model(args: argparse.Namespace) -> None:
 
 def _source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """generate_candidates options for the candidate source (the store path made absolute for the workers)."""
-    out: dict[str, Any] = {}
-    if args.templates:
-        from cryspnet_gen.sources.templates import load_store
+    from cryspnet_gen.sources.templates import ENV_VAR, resolve_store
 
-        store = Path(args.templates).expanduser().resolve()
-        load_store(store)  # fail now, not on a worker
-        out["templates"] = str(store)
+    out: dict[str, Any] = {}
+    if args.templates or args.source in ("templates", "both"):
+        # fail now, not on a worker; the workers get the store's absolute path
+        store = resolve_store(Path(args.templates).expanduser().resolve() if args.templates else None)
+        if store is None or store.path is None:
+            raise WorkflowCLIError(f"--source {args.source} needs --templates STORE or {ENV_VAR}")
+        out["templates"] = str(store.path)
     if args.source:
-        if args.source != "cryspnet" and not args.templates:
-            raise WorkflowCLIError(
-                f"--source {args.source} needs --templates STORE (a path the workers can read)"
-            )
         out["source"] = args.source
     if not args.known:
         out["known"] = False
@@ -297,12 +290,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from cryspnet_gen.workflows.makers import CandidateRelaxMaker, relax_maker_for
     from cryspnet_gen.workflows.manage import submit
 
-    _check_model(args)
     maker = CandidateRelaxMaker(
         k=args.k,
         seed=args.seed,
-        model=args.model,
-        model_path=args.model_path,
+        **_model_kwargs(args),
         max_atoms=args.max_atoms,
         space_groups=args.space_group,
         relax_maker=relax_maker_for(args.relax, steps=args.steps, fmax=args.fmax),
@@ -331,7 +322,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 f"fireworks {o.fw_ids}, key {o.key}); not added again"
             )
     print(f"{n_added} added, {n_there} already there, {n_bad} bad formula(s); store: {where}")
-    if n_added and not args.quiet:
+    if n_added and not _quiet(args):
         print(f"run them with: cryspnet-gen run{_hint(args)}   (or rlaunch/qlaunch on a cluster)")
     return 1 if n_bad else 0
 
@@ -350,7 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             lost_after=args.lost_after,
             max_jobs=args.max_jobs,
             category=args.category,
-            progress=not args.quiet,
+            progress=not _quiet(args),
             fw_log_level="INFO" if verbose else "WARNING",
             threads=args.threads,
             tracebacks=verbose,
@@ -365,7 +356,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"ran {summary.launched} job(s) in {summary.seconds:.1f} s: {len(summary.completed)} COMPLETED, "
         f"{len(summary.fizzled)} FIZZLED"
     )
-    if summary.fizzled and not args.quiet:
+    if summary.fizzled and not _quiet(args):
         print(
             "see the errors with `cryspnet-gen results FORMULA`; rerun with `cryspnet-gen run --rerun-fizzled`"
         )
@@ -385,7 +376,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with _open(args, readonly=True) as handle:
         rows = workflow_status(handle.launchpad, args.formulas or None)
-        notes = [] if args.quiet else store_notes(handle, expiration_secs=args.lost_after)
+        notes = [] if _quiet(args) else store_notes(handle, expiration_secs=args.lost_after)
         where = handle.location
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -415,7 +406,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     failed = False
     payload = []
     with _open(args, readonly=True) as handle:
-        if handle.busy and not args.quiet:
+        if handle.busy and not _quiet(args):
             from cryspnet_gen.workflows.errors import describe_holder
 
             who = describe_holder(handle.busy)
@@ -482,15 +473,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def add_submit(subparsers: Any) -> None:
-    p = _new_parser(
-        subparsers,
-        "submit",
-        help="add candidate-relaxation workflows (generate k candidates, relax each, rank by energy)",
-        description="Add one FireWorks workflow per formula: generate k candidates, relax each (CHGNet or "
-        "VASP via atomate2), rank them by energy per atom. Submitting the same formula with the same "
-        "settings again adds nothing. Several submits at once wait for each other.",
-    )
-    p.add_argument("formulas", nargs="+", metavar="FORMULA", help="chemical formulas, e.g. NaCl Li7La3Zr2O12")
+    p = _new_parser(subparsers, "submit", "+", "chemical formulas, e.g. NaCl Li7La3Zr2O12")
     p.add_argument("-k", type=positive_int, default=3, help="candidates per formula")
     p.add_argument("--relax", choices=["chgnet", "vasp"], default="chgnet", help="relaxer")
     p.add_argument(
@@ -506,16 +489,7 @@ def add_submit(subparsers: Any) -> None:
         help="force criterion, eV/Å (default: 0.1 for chgnet, MP's EDIFFG for vasp)",
     )
     p.add_argument("--seed", type=non_negative_int, default=0, help="structure generation seed")
-    p.add_argument(
-        "--model", default=None, help="shipped model bundle name (default: the shipped default bundle)"
-    )
-    p.add_argument(
-        "--model-path",
-        type=bundle_dir,
-        default=None,
-        metavar="DIR",
-        help="model bundle folder, wins over --model (default: none)",
-    )
+    add_model_option(p)
     p.add_argument(
         "--max-atoms",
         type=positive_int,
@@ -524,7 +498,7 @@ def add_submit(subparsers: Any) -> None:
     )
     p.add_argument(
         "--space-group",
-        type=space_group,
+        type=space_group_number,
         action="append",
         default=None,
         metavar="N",
@@ -553,15 +527,7 @@ def add_submit(subparsers: Any) -> None:
 
 
 def add_run(subparsers: Any) -> None:
-    p = _new_parser(
-        subparsers,
-        "run",
-        help="run the submitted workflows here, job after job (FireWorks rockets)",
-        description="Run READY jobs in this process until none is left, showing progress. Jobs of a run "
-        "that was killed are run again; Ctrl-C stops, leaving the interrupted job READY. Between jobs the "
-        "store is handed to a waiting submit.",
-    )
-    p.add_argument("formulas", nargs="*", metavar="FORMULA", help="only these formulas' workflows")
+    p = _new_parser(subparsers, "run", "*", "only these formulas' workflows")
     p.add_argument("--rerun-fizzled", action="store_true", help="run FIZZLED jobs again first")
     p.add_argument(
         "--rerun-lost",
@@ -594,28 +560,14 @@ def add_run(subparsers: Any) -> None:
 
 
 def add_status(subparsers: Any) -> None:
-    p = _new_parser(
-        subparsers,
-        "status",
-        help="jobs per state (READY / RUNNING / COMPLETED / FIZZLED) for each submitted formula",
-        description="Jobs per state for each workflow, and notes on work that is waiting, running, "
-        "interrupted or lost (on stderr).",
-    )
-    p.add_argument("formulas", nargs="*", metavar="FORMULA", help="only these formulas")
+    p = _new_parser(subparsers, "status", "*", "only these formulas")
     _lost_after_option(p)
     _store_options(p, wait=False)
     p.set_defaults(func=cmd_status)
 
 
 def add_results(subparsers: Any) -> None:
-    p = _new_parser(
-        subparsers,
-        "results",
-        help="ranking of the relaxed candidates of a formula; relaxed structures as CIF",
-        description="Table of rank, predicted group and probability, relaxed energy per atom, space group "
-        "after relaxation (symprec 0.1) and volume change; FIZZLED jobs with their error.",
-    )
-    p.add_argument("formulas", nargs="+", metavar="FORMULA", help="formulas whose results to show")
+    p = _new_parser(subparsers, "results", "+", "formulas whose results to show")
     p.add_argument(
         "-o",
         "--output",
@@ -639,14 +591,7 @@ def add_results(subparsers: Any) -> None:
 
 
 def add_restore(subparsers: Any) -> None:
-    p = _new_parser(
-        subparsers,
-        "restore",
-        help="put back the last good copy of damaged or missing files of an embedded workflow store",
-        description="Check launchpad.json, jobs.json and data.json of an embedded store; replace each damaged "
-        "or missing one by its backup (*.bak, the copy written with it), keeping the damaged file as "
-        "<name>.damaged-<time>. Good files are left alone.",
-    )
+    p = _new_parser(subparsers, "restore", None)
     _store_options(p, launchpad=False)
     p.set_defaults(func=cmd_restore)
 
@@ -670,11 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     """A parser with only the workflow subcommands (for ``python -m cryspnet_gen.workflows.cli``)."""
     from cryspnet_gen import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="cryspnet-gen", description="cryspnet-gen candidate relaxation workflows"
-    )
+    parser = ArgumentParser(prog="cryspnet-gen", description="cryspnet-gen candidate relaxation workflows")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print less")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_subcommands(sub)
     return parser

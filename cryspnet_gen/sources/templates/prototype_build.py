@@ -159,6 +159,16 @@ def _mp20_cutoff(root: Path) -> tuple[set[str], str]:
     return keep, str(newest.date())
 
 
+#: Held-out splits of each variant (none for "full") and how the manifest describes them.
+_HELD_OUT: dict[str, tuple[tuple[str, ...] | None, str]] = {
+    "full": ((), ""),
+    "bench": (None, "MPTS-52 and MP-20 validation and test formulas"),
+    "no-test": (("mpts52_test", "mp20_test"), "MPTS-52 and MP-20 test formulas"),
+    "mp20-equal": (("mp20_val", "mp20_test"), "MP-20 validation and test formulas"),
+    "mpts52-proxy": (("mpts52_val", "mpts52_test"), "MPTS-52 validation and test formulas"),
+}
+
+
 def variant_rows(
     table: pd.DataFrame, variant: str, data_dir: str | os.PathLike[str] | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -167,49 +177,26 @@ def variant_rows(
 
     if variant not in VARIANTS:
         raise ValueError(f"Unknown {variant=}; choose from {VARIANTS}")
+    splits, excluded = _HELD_OUT[variant]
     if variant == "full":
         return table, {"variant": variant, "excluded_formulas": 0}
     root = resolve_data_dir(data_dir)
-    if variant == "bench":
-        banned = benchmark_formulas(root)
-        return table[~table["formula"].isin(banned)], {
-            "variant": variant,
-            "excluded_formulas": len(banned),
-            "excluded": "MPTS-52 and MP-20 validation and test formulas",
-        }
-    if variant == "no-test":
-        banned = benchmark_formulas(root, ("mpts52_test", "mp20_test"))
-        return table[~table["formula"].isin(banned)], {
-            "variant": variant,
-            "excluded_formulas": len(banned),
-            "excluded": "MPTS-52 and MP-20 test formulas",
-        }
+    banned = benchmark_formulas(root) if splits is None else benchmark_formulas(root, splits)
+    keep = ~table["formula"].isin(banned).to_numpy()
+    filters: dict[str, Any] = {"variant": variant, "excluded_formulas": len(banned), "excluded": excluded}
     if variant == "mp20-equal":
-        banned = benchmark_formulas(root, ("mp20_val", "mp20_test"))
         ids, newest = _mp20_cutoff(root)
-        ehull = table["e_above_hull"].to_numpy(dtype=float)
-        keep = (
+        ehull = np.nan_to_num(table["e_above_hull"].to_numpy(dtype=float), nan=np.inf)
+        keep &= (
             (table["input_sites"].to_numpy() <= 20)
-            & (np.nan_to_num(ehull, nan=np.inf) <= 0.08)
+            & (ehull <= 0.08)
             & table["template_id"].isin(ids).to_numpy()
-            & ~table["formula"].isin(banned).to_numpy()
         )
-        return table[keep], {
-            "variant": variant,
-            "max_sites": 20,
-            "max_e_above_hull": 0.08,
-            "created_at_max": newest,
-            "excluded_formulas": len(banned),
-        }
-    banned = benchmark_formulas(root, ("mpts52_val", "mpts52_test"))
-    keep = table["experimental"].to_numpy(dtype=bool) & (table["input_sites"].to_numpy() <= 52)
-    keep &= ~table["formula"].isin(banned).to_numpy()
-    return table[keep], {
-        "variant": variant,
-        "max_sites": 52,
-        "experimental_only": True,
-        "excluded_formulas": len(banned),
-    }
+        filters.update(max_sites=20, max_e_above_hull=0.08, created_at_max=newest)
+    elif variant == "mpts52-proxy":
+        keep &= table["experimental"].to_numpy(dtype=bool) & (table["input_sites"].to_numpy() <= 52)
+        filters.update(max_sites=52, experimental_only=True)
+    return table[keep], filters
 
 
 def build_library(
