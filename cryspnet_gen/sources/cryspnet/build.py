@@ -35,7 +35,33 @@ _REPEAT_ALARM_S = 1.0
 def _group(space_group: int) -> Any:
     from pyxtal.symmetry import Group
 
+    _share_tolerance_matrix()
     return Group(space_group)
+
+
+@functools.cache
+def _share_tolerance_matrix() -> None:
+    """Give pyxtal's Wyckoff merging one shared ``Tol_matrix``.
+
+    ``Wyckoff_position.merge`` calls ``operations.check_images(..., tol=...)`` without ``tm``, and
+    ``check_images`` then builds a fresh ``Tol_matrix(prototype="atomic")`` (a 100 x 100 table filled in Python,
+    6 ms) on every call, unused because ``tol`` is given: 37 % of the time of a 70-atom La1.8Sr0.2CuO4 cell
+    (docs/benchmarks.md, "Candidate generation"). Passing the same default matrix, built once, changes no
+    result (``check_images`` only reads it).
+    """
+    import pyxtal.symmetry as pyxtal_symmetry
+    from pyxtal.tolerance import Tol_matrix
+
+    original = pyxtal_symmetry.check_images
+    shared = Tol_matrix(prototype="atomic")
+
+    @functools.wraps(original)
+    def check_images(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("tm") is None and len(args) < 5:
+            kwargs["tm"] = shared
+        return original(*args, **kwargs)
+
+    pyxtal_symmetry.check_images = check_images
 
 
 @dataclass(frozen=True)
