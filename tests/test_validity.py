@@ -151,3 +151,24 @@ def test_z_is_the_smallest_the_wyckoff_positions_allow(formula, space_group, z):
     assert volume[0] ** 3 == pytest.approx(
         z * fu.n_atoms * 12.0
     )  # the generic cubic shape, at 12 Å^3 per atom
+
+
+def test_shared_tolerance_matrix_gives_pyxtal_the_same_answers():
+    """The shared Tol_matrix handed to pyxtal's image check changes no answer, with or without ``tol``."""
+    import numpy as np
+    import pyxtal.operations as operations
+    import pyxtal.symmetry as pyxtal_symmetry
+
+    from cryspnet_gen.sources.cryspnet.build import _share_tolerance_matrix
+
+    _share_tolerance_matrix()
+    assert pyxtal_symmetry.check_images is not operations.check_images  # the wrapper is in place
+    rng = np.random.default_rng(0)
+    lattice = np.diag([3.0, 3.5, 4.0])
+    for _ in range(50):
+        coords = rng.random((3, 3))
+        species = ["O", "Na", "Cl"]
+        for tol in (None, 0.8, 2.5):
+            assert pyxtal_symmetry.check_images(coords, species, lattice, tol=tol) == operations.check_images(
+                coords, species, lattice, tol=tol
+            )
