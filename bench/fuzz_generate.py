@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     # A SIGALRM after a call has returned would end this process (the default action): count it instead.
     signal.signal(signal.SIGALRM, lambda signum, frame: counts.update(["stray alarm"]))
     uncaught: list[tuple[str, str]] = []
+    messages: collections.Counter[str] = collections.Counter()
     slowest = (0.0, "")
     t0 = time.perf_counter()
     for i, formula in enumerate(formulas(args.n, args.seed)):
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
             counts["candidates" if cands else "empty list"] += 1
             counts["with a warning"] += bool(caught)
+            messages.update({f"{w.category.__name__}: {str(w.message)[:90]}" for w in caught})
         except ValueError:
             counts["ValueError (rejected)"] += 1
         except GenerationError:
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'slower than 10 s':32s} {counts['slower than 10 s']:6d}")
     for name in ("left an alarm armed", "stray alarm"):
         print(f"  {name:32s} {counts[name]:6d}")
+    for message, n in messages.most_common(5):
+        print(f"  warning in {n} calls: {message}")
     print(f"  slowest call: {slowest[0]:.1f} s ({slowest[1]!r})")
     for formula, error in uncaught[:20]:
         print(f"  UNCAUGHT {formula!r}: {error}")

@@ -8,7 +8,10 @@ where available) that is killed at the limit.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
 import multiprocessing
 import signal
 import time
@@ -24,6 +27,8 @@ from cryspnet_gen.validity import repair_contacts
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
+
+logger = logging.getLogger(__name__)
 
 # pyxtal's own retries inside one from_random call; with a fixed lattice each retry repeats the same 40 x 10
 # placement loops, so new attempts (new seeds) are a better use of the time.
@@ -84,16 +89,24 @@ def _build(job: PyxtalJob) -> Structure:
     rng = np.random.default_rng(np.random.SeedSequence(list(job.entropy)))
     lattice = Lattice.from_para(*job.cell, ltype=group.lattice_type, random_state=rng)
     xtal = pyxtal()
-    xtal.from_random(
-        3,
-        group,
-        list(job.species),
-        list(job.num_ions),
-        lattice=lattice,
-        random_state=rng,
-        t_factor=job.t_factor,
-        max_count=_PYXTAL_MAX_COUNT,
-    )
+    # pyxtal prints to stdout in places (e.g. "Error: Invalid atomic symbol" when the time limit's exception lands
+    # in one of its bare ``except:`` blocks): keep stdout for results, send its lines to the debug log
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            xtal.from_random(
+                3,
+                group,
+                list(job.species),
+                list(job.num_ions),
+                lattice=lattice,
+                random_state=rng,
+                t_factor=job.t_factor,
+                max_count=_PYXTAL_MAX_COUNT,
+            )
+    finally:
+        if printed.getvalue().strip():
+            logger.debug("pyxtal printed: %s", printed.getvalue().strip()[:500])
     if not xtal.valid:
         raise RuntimeError("pyxtal returned an invalid structure")
     return xtal.to_pymatgen()
@@ -115,10 +128,14 @@ def _run_with_alarm(job: PyxtalJob, seconds: float) -> Structure:
             raise _AlarmExpired
 
     previous = signal.signal(signal.SIGALRM, handler)
-    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3), _REPEAT_ALARM_S)
     started = time.monotonic()
+    outer_delay, outer_interval = 0.0, 0.0
     try:
         try:
+            # inside the try: a limit of a millisecond can expire before the next line runs
+            outer_delay, outer_interval = signal.setitimer(
+                signal.ITIMER_REAL, max(seconds, 1e-3), _REPEAT_ALARM_S
+            )
             return _build(job)
         finally:
             state["active"] = False
