@@ -221,6 +221,8 @@ def _needed_stretch(contact: Contact | None, factor: float) -> float:
     if contact is None:
         return 1.0
     limit = factor if contact.rule == "covalent" else MIN_ANION_FACTOR * factor / MIN_CONTACT_FACTOR
+    if contact.ratio <= 0:  # two atoms on one spot: no stretch separates them
+        return math.inf
     return max(1.0, limit / contact.ratio)
 
 

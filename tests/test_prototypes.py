@@ -251,3 +251,23 @@ def test_library_variants_hold_out_their_splits(monkeypatch, tmp_path: Path):
     assert kept["mpts52-proxy"] == {"m3", "m4", "m5"}  # m6 is not experimental
     with pytest.raises(ValueError, match="variant"):
         pb.variant_rows(table, "nonsense", tmp_path)
+
+
+def test_library_with_float_coordinates_is_refused(tmp_path: Path):
+    """A table whose coordinates are floats (an older build) is refused in one line, not read as all zeros."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cryspnet_gen.data import file_digest
+
+    folder = _library(tmp_path, [(_rocksalt("Na", "Cl"), "mp-1", 0.0, True)])
+    table = pq.read_table(folder / LIBRARY_TABLE)
+    frac = [[v / 65536 for v in row] for row in table["orbit_frac"].to_pylist()]
+    index = table.schema.get_field_index("orbit_frac")
+    table = table.set_column(index, "orbit_frac", pa.array(frac, type=pa.list_(pa.float32())))
+    pq.write_table(table, folder / LIBRARY_TABLE)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][LIBRARY_TABLE]["sha256"] = file_digest(folder / LIBRARY_TABLE)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(TemplateStoreError, match="coordinates stored as"):
+        load_library(folder)

@@ -172,3 +172,11 @@ def test_shared_tolerance_matrix_gives_pyxtal_the_same_answers():
             assert pyxtal_symmetry.check_images(coords, species, lattice, tol=tol) == operations.check_images(
                 coords, species, lattice, tol=tol
             )
+
+
+def test_atoms_on_one_spot_are_rejected_not_a_crash():
+    """Two atoms at the same position: no stretch can help; the candidate is dropped with its reason."""
+    s = Structure(Lattice.cubic(4.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]])
+    assert contact_problem(s) is not None
+    fixed, note = repair_contacts(s, MIN_CONTACT_FACTOR, MAX_STRETCH)
+    assert fixed is None and note

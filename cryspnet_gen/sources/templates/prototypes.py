@@ -423,6 +423,25 @@ _LIBRARY_FORMAT: dict[str, Any] = {
 
 
 @functools.lru_cache(maxsize=4)
+def _check_coordinate_column(table: Path, path: str, rebuild: str) -> None:
+    """Refuse a table whose coordinates are not integers in 1/65536 (a development build stored floats, which
+    this reader would turn into zeros: every atom on the origin)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        column = pq.read_schema(table).field("orbit_frac").type
+    except (KeyError, OSError, pa.ArrowInvalid) as exc:
+        raise TemplateStoreError(
+            f"prototype library {path!r}: unreadable {table.name} ({exc}); {rebuild}"
+        ) from None
+    if not (pa.types.is_list(column) and pa.types.is_unsigned_integer(column.value_type)):
+        raise TemplateStoreError(
+            f"prototype library {path!r}: coordinates stored as {column}, not as integers in 1/{_FRAC_SCALE} (an "
+            f"older build); {rebuild}"
+        )
+
+
 def _load_cached(path: str, stamp: tuple[int, int]) -> PrototypeLibrary:
     root = Path(path)
     table = root / LIBRARY_TABLE
@@ -441,6 +460,7 @@ def _load_cached(path: str, stamp: tuple[int, int]) -> PrototypeLibrary:
                 f"prototype library {path!r}: {table} does not match the sha256 in its manifest (changed or "
                 f"damaged); {rebuild}"
             )
+        _check_coordinate_column(table, path, rebuild)
 
     manifest, frame = read_store_files(root, **_LIBRARY_FORMAT, rebuild=rebuild, check=check)
     return PrototypeLibrary(frame, root, manifest)
