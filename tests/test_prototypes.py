@@ -271,3 +271,14 @@ def test_library_with_float_coordinates_is_refused(tmp_path: Path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(TemplateStoreError, match="coordinates stored as"):
         load_library(folder)
+
+
+def test_cli_offers_every_library_variant():
+    from cryspnet_gen.cli import build_parser
+    from cryspnet_gen.sources.templates.prototype_build import VARIANTS
+
+    build = build_parser()._subparsers._group_actions[0].choices["templates"]
+    action = next(
+        a for a in build._subparsers._group_actions[0].choices["build"]._actions if a.dest == "variant"
+    )
+    assert tuple(action.choices) == VARIANTS

@@ -216,10 +216,10 @@ def add_build(subparsers: Any) -> None:
     )
     b.add_argument(
         "--variant",
-        choices=("full", "bench", "mp20-equal", "mpts52-proxy"),
+        choices=("full", "bench", "no-test", "mp20-equal", "mpts52-proxy"),  # prototype_build.VARIANTS
         default="full",
         help="with --prototypes: which structures (full: all; bench: no MPTS-52/MP-20 val/test formula; "
-        "mp20-equal / mpts52-proxy: the benchmarks' equal-data pools)",
+        "no-test: no MPTS-52/MP-20 test formula; mp20-equal / mpts52-proxy: the benchmarks' equal-data pools)",
     )
     b.add_argument(
         "--per-type",
