@@ -450,3 +450,35 @@ def test_relax_reranks_by_energy(predictor) -> None:
     assert sorted(c.predicted_rank for c in cands) == [1, 2]
     assert all(c.relaxed_by == "CHGNet" and c.relaxed_space_group is not None for c in cands)
     assert Candidate.from_dict(cands[0].as_dict()).energy_per_atom == energies[0]
+
+
+def test_time_limits_at_any_moment_leave_no_trace():
+    """Attempts cut by their time limit at random moments (pyxtal's stdout redirection included): each ends in
+    ``TimeLimit`` or a structure, never another exception; stdout, the SIGALRM handler and the timer are as
+    before."""
+    import signal
+    import sys
+
+    from cryspnet_gen.sources.cryspnet.build import PyxtalJob, TimeLimit, run_job
+
+    stdout, handler = sys.stdout, signal.getsignal(signal.SIGALRM)
+    outcomes = set()
+    for i in range(40):
+        job = PyxtalJob(
+            space_group=62,
+            species=("Li", "Fe", "P", "O"),
+            num_ions=(4, 4, 4, 16),
+            cell=(10.3, 6.0, 4.7, 90.0, 90.0, 90.0),
+            entropy=(i,),
+            t_factor=0.5,
+        )
+        try:
+            run_job(job, 0.001 + 0.004 * (i % 10), "signal")
+            outcomes.add("built")
+        except TimeLimit:
+            outcomes.add("time limit")
+        except RuntimeError:  # pyxtal gave up within the time
+            outcomes.add("pyxtal failed")
+        assert sys.stdout is stdout and signal.getsignal(signal.SIGALRM) is handler
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    assert "time limit" in outcomes

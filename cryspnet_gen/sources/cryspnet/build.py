@@ -14,6 +14,7 @@ import io
 import logging
 import multiprocessing
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,14 @@ def _run_with_alarm(job: PyxtalJob, seconds: float) -> Structure:
         if state["active"]:
             raise _AlarmExpired
 
+    # imports and the group tables before the timer: an expiry inside an import leaves a half-initialised
+    # module behind for the rest of the process
+    import pyxtal
+    import pyxtal.lattice  # noqa: F401
+
+    _group(job.space_group)
     previous = signal.signal(signal.SIGALRM, handler)
+    stdout = sys.stdout
     started = time.monotonic()
     outer_delay, outer_interval = 0.0, 0.0
     try:
@@ -142,7 +150,10 @@ def _run_with_alarm(job: PyxtalJob, seconds: float) -> Structure:
     except _AlarmExpired:
         raise TimeLimit from None
     finally:
+        state["active"] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
+        # an expiry can land inside _build's stdout redirection before it is undone
+        sys.stdout = stdout
         # signal() returns None for a handler that was not set from Python: fall back to the default.
         signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
         if outer_delay > 0:  # someone else's timer was running: give it back what is left
