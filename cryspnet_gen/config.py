@@ -7,8 +7,11 @@ variable, and ``../shared/data`` relative to the current working directory. Cach
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 DATA_DIR_ENV = "CRYSPNET_GEN_DATA_DIR"
 CACHE_DIR_ENV = "CRYSPNET_GEN_CACHE_DIR"
@@ -51,3 +54,33 @@ def cache_dir(create: bool = True) -> Path:
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cached_json(name: str, build: Callable[[], Any]) -> Any:
+    """``build()``'s JSON-serialisable result, kept in the cache folder as ``<name>.json`` (put the versions of
+    what it depends on in ``name``). A missing or unreadable file is rebuilt; a cache folder that cannot be
+    written just means building again next time."""
+    path = cache_dir(create=False) / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    value = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(path)
+    except OSError:
+        pass
+    return value
+
+
+def package_version(name: str) -> str:
+    """Installed version of a distribution (``"unknown"`` when it has no metadata), without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"

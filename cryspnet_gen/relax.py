@@ -230,7 +230,7 @@ def relax_candidates(
         raise ValueError(f"Unknown {relaxer=}; choose from {get_args(Relaxer)}")
     if not candidates:
         return []
-    with torch_threads(threads), quiet_dependencies():
+    with torch_threads(threads, blas=True), quiet_dependencies():
         out = _relax_all(
             candidates, steps=steps, fmax=fmax, relax_cell=relax_cell, progress=progress, symprec=symprec
         )

@@ -125,14 +125,15 @@ def forward_moved(
 
 
 @contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch intra-op threads inside the block (``None``: leave torch's setting), then restore.
+def torch_threads(n: int | None, *, blas: bool = False) -> Iterator[None]:
+    """Use ``n`` torch intra-op threads inside the block (``None``: leave torch's setting), then restore;
+    ``blas=True`` limits the BLAS libraries too (relaxations: see :func:`torch_settings`).
 
     Small models and CHGNet on small cells gain little from threads, and on a machine whose cores are busy more
     threads than free cores slows torch down many times over (measured 40x for an 8-atom cell on 2 busy cores:
     bench/relax.py).
     """
-    with torch_settings(threads=n):
+    with torch_settings(threads=n, blas=blas):
         yield
 
 
@@ -148,10 +149,14 @@ def _blas_threads(n: int | None) -> contextlib.AbstractContextManager[Any]:
 
 
 @contextlib.contextmanager
-def torch_settings(*, threads: int | None = None, deterministic: bool = False) -> Iterator[None]:
-    """Set torch's intra-op threads and the BLAS libraries' threads (``None``: leave them) and deterministic
-    algorithms inside the block. The BLAS limit matters too: ASE's cell filter solves small systems with scipy at
-    every CHGNet step, and on a busy machine multithreaded BLAS doubled the time of a relaxation."""
+def torch_settings(
+    *, threads: int | None = None, deterministic: bool = False, blas: bool = False
+) -> Iterator[None]:
+    """Set torch's intra-op threads (``None``: leave them), with ``blas=True`` the BLAS libraries' threads too,
+    and deterministic algorithms inside the block. The BLAS limit matters for relaxations: ASE's cell filter
+    solves small systems with scipy at every CHGNet step, and on a busy machine multithreaded BLAS doubled the
+    time of a relaxation. It is not the default: threadpoolctl takes about 2 ms per block, a fifth of a batched
+    prediction's time."""
     if threads is None and not deterministic:
         yield
         return
@@ -164,7 +169,7 @@ def torch_settings(*, threads: int | None = None, deterministic: bool = False) -
             torch.use_deterministic_algorithms(True)
         if threads is not None:
             torch.set_num_threads(max(int(threads), 1))
-        with _blas_threads(threads):
+        with _blas_threads(threads) if blas else contextlib.nullcontext():
             yield
     finally:
         # only touch the determinism flag when asked: use_deterministic_algorithms() imports torch._inductor,

@@ -81,10 +81,35 @@ _DEFAULT_RADIUS = 1.5
 @functools.cache
 def covalent_radius(symbol: str) -> float:
     """pyxtal's covalent radius (Å; Cordero et al. 2008), the table its own distance tolerances use."""
+    return _covalent_radii().get(symbol, _DEFAULT_RADIUS)
+
+
+@functools.cache
+def _covalent_radii() -> dict[str, float]:
+    # read from the cache folder: importing pyxtal's element table costs 0.4 s of every cold start
+    from cryspnet_gen.config import cached_json, package_version
+
+    return cached_json(f"covalent-radii-pyxtal-{package_version('pyxtal')}", _pyxtal_covalent_radii)
+
+
+def _pyxtal_covalent_radii() -> dict[str, float]:
+    import contextlib
+    import io
+
+    from pymatgen.core.periodic_table import Element as PymatgenElement
     from pyxtal.database.element import Element
 
-    radius = Element(symbol).covalent_radius
-    return float(radius) if radius else _DEFAULT_RADIUS
+    out = {}
+    with contextlib.redirect_stdout(io.StringIO()):  # pyxtal prints for symbols it lacks
+        for z in range(1, 119):
+            symbol = PymatgenElement.from_Z(z).symbol
+            try:
+                radius = Element(symbol).covalent_radius
+            except Exception:  # pyxtal's table ends before pymatgen's
+                continue
+            if radius:
+                out[symbol] = float(radius)
+    return out
 
 
 def _guess_cost(reduced_formula: str) -> tuple[int, int]:

@@ -180,3 +180,24 @@ def test_atoms_on_one_spot_are_rejected_not_a_crash():
     assert contact_problem(s) is not None
     fixed, note = repair_contacts(s, MIN_CONTACT_FACTOR, MAX_STRETCH)
     assert fixed is None and note
+
+
+def test_cached_pyxtal_tables_equal_pyxtal(tmp_path, monkeypatch):
+    """The Wyckoff classes and covalent radii read from the cache folder are pyxtal's, built and then re-read."""
+    from pyxtal.database.element import Element
+
+    import cryspnet_gen.sources.cryspnet.cells as cells
+    import cryspnet_gen.validity as validity
+
+    monkeypatch.setenv("CRYSPNET_GEN_CACHE_DIR", str(tmp_path))
+    live = cells._pyxtal_wyckoff_classes()
+    for _ in range(2):  # built into the cache, then read from it
+        cells._all_wyckoff_classes.cache_clear()
+        validity._covalent_radii.cache_clear()
+        assert cells._all_wyckoff_classes() == live
+        assert all(
+            validity._covalent_radii()[s] == pytest.approx(Element(s).covalent_radius)
+            for s in "H O Fe La U".split()
+        )
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    assert cells.wyckoff_classes(225)[0][-1] == 192 and cells.wyckoff_classes(1) == ((1,), (), 1)

@@ -343,7 +343,7 @@ class CspEvaluator:
     ) -> list[CandidateMatch]:
         opts = self.settings
         out: list[CandidateMatch] = []
-        with torch_threads(1):  # CHGNet is many times faster with one thread on a busy machine
+        with torch_threads(1, blas=True):  # CHGNet is many times faster with one thread on a busy machine
             if self._optimizer is None:
                 self._optimizer = load_chgnet_optimizer()
             for c in cands:

@@ -633,7 +633,7 @@ def run_local(
 
     bar = tqdm(total=pending(), desc="jobs", unit="job", disable=not progress)
     with (
-        torch_threads(threads),
+        torch_threads(threads, blas=True),
         handle.active(),
         _quiet_jobs(fw_log_level, embedded=handle.embedded),
         _Stopper() as stopper,

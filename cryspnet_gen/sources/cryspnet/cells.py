@@ -65,7 +65,6 @@ _CENTRING: dict[str, tuple[tuple[float, float, float], ...]] = {
 }
 
 
-@functools.cache
 def wyckoff_classes(space_group: int) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...], int]:
     """``(free, fixed, gcd)`` of a group's Wyckoff multiplicities (conventional cell, pyxtal's tables).
 
@@ -73,22 +72,41 @@ def wyckoff_classes(space_group: int) -> tuple[tuple[int, ...], tuple[tuple[int,
     ``fixed``: ``(multiplicity, number of positions)`` for multiplicities whose positions are all fixed points
     (each usable once, shared by all species); ``gcd``: of all multiplicities.
     """
+    return _all_wyckoff_classes()[space_group - 1]
+
+
+@functools.cache
+def _all_wyckoff_classes() -> list[tuple[tuple[int, ...], tuple[tuple[int, int], ...], int]]:
+    # the 230 groups' classes, kept in the cache folder: importing pyxtal's Wyckoff tables costs 0.4 s of every
+    # cold `cryspnet-gen predict`
+    from cryspnet_gen.config import cached_json, package_version
+
+    table = cached_json(f"wyckoff-classes-pyxtal-{package_version('pyxtal')}", _pyxtal_wyckoff_classes)
+    return [(tuple(free), tuple((m, n) for m, n in fixed), int(g)) for free, fixed, g in table]
+
+
+def _pyxtal_wyckoff_classes() -> list[tuple[tuple[int, ...], tuple[tuple[int, int], ...], int]]:
     from pyxtal.symmetry import get_wyckoffs
 
-    free: set[int] = set()
-    fixed: dict[int, int] = {}
-    for ops in get_wyckoffs(space_group):
-        mult = len(ops)
-        if np.linalg.matrix_rank(np.asarray(ops[0].rotation_matrix, dtype=float)) > 0:
-            free.add(mult)
-        else:
-            fixed[mult] = fixed.get(mult, 0) + 1
-    mults = list(free) + list(fixed)
-    return (
-        tuple(sorted(free)),
-        tuple(sorted((m, n) for m, n in fixed.items() if m not in free)),
-        math.gcd(*mults),
-    )
+    out = []
+    for space_group in range(1, 231):
+        free: set[int] = set()
+        fixed: dict[int, int] = {}
+        for ops in get_wyckoffs(space_group):
+            mult = len(ops)
+            if np.linalg.matrix_rank(np.asarray(ops[0].rotation_matrix, dtype=float)) > 0:
+                free.add(mult)
+            else:
+                fixed[mult] = fixed.get(mult, 0) + 1
+        mults = list(free) + list(fixed)
+        out.append(
+            (
+                tuple(sorted(free)),
+                tuple(sorted((m, n) for m, n in fixed.items() if m not in free)),
+                math.gcd(*mults),
+            )
+        )
+    return out
 
 
 @functools.lru_cache(maxsize=4096)
