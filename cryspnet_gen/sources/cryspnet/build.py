@@ -149,6 +149,12 @@ def _run_with_alarm(job: PyxtalJob, seconds: float) -> Structure:
             state["active"] = False
     except _AlarmExpired:
         raise TimeLimit from None
+    except Exception:
+        # pyxtal's bare ``except:`` blocks can swallow the alarm and fail later in another way (a tolerance of
+        # None, a TypeError): past the deadline, any failure is the time limit's
+        if time.monotonic() - started >= seconds:
+            raise TimeLimit from None
+        raise
     finally:
         state["active"] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
