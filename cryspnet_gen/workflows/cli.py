@@ -256,12 +256,12 @@ def _hint(args: argparse.Namespace) -> str:
     return f" --launchpad {args.launchpad}" if getattr(args, "launchpad", None) else ""
 
 
-def _model_kwargs(args: argparse.Namespace) -> dict[str, str | None]:
-    """``model`` (a shipped name) or ``model_path`` (a bundle folder, absolute for the workers) from ``--model``
-    (checked when the command line was parsed)."""
+def _model_and_path(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(model, model_path)``: a shipped name, or a bundle folder made absolute for the workers, from
+    ``--model`` (checked when the command line was parsed)."""
     if args.model and Path(args.model).expanduser().is_dir():
-        return {"model": None, "model_path": str(Path(args.model).expanduser().resolve())}
-    return {"model": args.model, "model_path": None}
+        return None, str(Path(args.model).expanduser().resolve())
+    return args.model, None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -290,10 +290,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from cryspnet_gen.workflows.makers import CandidateRelaxMaker, relax_maker_for
     from cryspnet_gen.workflows.manage import submit
 
+    model, model_path = _model_and_path(args)
     maker = CandidateRelaxMaker(
         k=args.k,
         seed=args.seed,
-        **_model_kwargs(args),
+        model=model,
+        model_path=model_path,
         max_atoms=args.max_atoms,
         space_groups=args.space_group,
         relax_maker=relax_maker_for(args.relax, steps=args.steps, fmax=args.fmax),
