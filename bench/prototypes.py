@@ -23,7 +23,18 @@ import sys
 import time
 from pathlib import Path
 
-FORMULAS = ["Li7La3Zr2O12", "NaCl", "SrTiO3", "LiFePO4", "Cu2ZnSnS4", "MgAl2O4", "CsPbI3", "GaN", "BaTiO3", "Ca3Co4O9"]
+FORMULAS = [
+    "Li7La3Zr2O12",
+    "NaCl",
+    "SrTiO3",
+    "LiFePO4",
+    "Cu2ZnSnS4",
+    "MgAl2O4",
+    "CsPbI3",
+    "GaN",
+    "BaTiO3",
+    "Ca3Co4O9",
+]
 
 _COLD_LOAD = """
 import sys, time
@@ -54,9 +65,15 @@ def _median_subprocess(code: str, arg: str, runs: int) -> tuple[float, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--library", default="-", help="library or store folder (default: the shipped library)")
-    parser.add_argument("--runs", type=int, default=3, help="fresh processes per cold measurement (default 3)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--library", default="-", help="library or store folder (default: the shipped library)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="fresh processes per cold measurement (default 3)"
+    )
     args = parser.parse_args()
 
     from cryspnet_gen.formula import formula_unit

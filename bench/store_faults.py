@@ -39,6 +39,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,18 +285,17 @@ class Stress:
     def kill_run(self, *, at_rename: bool = False) -> bool:
         """SIGKILL ``run`` at a random moment, or (``at_rename``) at one of its first renames."""
         self.ensure_work()
-        child = self.cli("run", "-q", kill_at_replace=self.rng.randint(1, 12) if at_rename else None)
-        if not at_rename:
-            time.sleep(self.rng.uniform(0.3, 6.0))
-            child.signal(signal.SIGKILL)
-        child.wait()
-        return self.note(child, expect=(0, -signal.SIGKILL))
+        return self._kill(("run", "-q"), at_rename=at_rename, renames=12, wait=(0.3, 6.0))
 
     def kill_submit(self) -> bool:
         at_rename = self.rng.random() < 0.5
-        child = self.cli(*self.submission(), kill_at_replace=self.rng.randint(1, 3) if at_rename else None)
+        return self._kill(self.submission(), at_rename=at_rename, renames=3, wait=(0.0, 1.5))
+
+    def _kill(self, argv: Sequence[str], *, at_rename: bool, renames: int, wait: tuple[float, float]) -> bool:
+        """SIGKILL a command after a random wait, or at one of its first ``renames`` renames."""
+        child = self.cli(*argv, kill_at_replace=self.rng.randint(1, renames) if at_rename else None)
         if not at_rename:
-            time.sleep(self.rng.uniform(0.0, 1.5))
+            time.sleep(self.rng.uniform(*wait))
             child.signal(signal.SIGKILL)
         child.wait()
         return self.note(child, expect=(0, -signal.SIGKILL))

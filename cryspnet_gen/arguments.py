@@ -28,6 +28,7 @@ __all__ = [
     "existing_file",
     "model_spec",
     "new_output_path",
+    "non_negative_float",
     "non_negative_int",
     "option_values",
     "output_folder",
@@ -158,6 +159,14 @@ def positive_float(text: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (``--wait 0``: fail at once)."""
+    try:
+        return 0.0 if float(text) == 0 else positive_float(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
 
 
 def existing_file(text: str) -> str:

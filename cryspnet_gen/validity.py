@@ -78,7 +78,6 @@ MAX_GUESS_COMBINATIONS = 20_000
 _DEFAULT_RADIUS = 1.5
 
 
-@functools.cache
 def covalent_radius(symbol: str) -> float:
     """pyxtal's covalent radius (Å; Cordero et al. 2008), the table its own distance tolerances use."""
     return _covalent_radii().get(symbol, _DEFAULT_RADIUS)

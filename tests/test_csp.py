@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _structures import rocksalt
 from pymatgen.core import Lattice, Structure
 
 from cryspnet_gen.csp import (
@@ -34,10 +35,6 @@ from cryspnet_gen.csp import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def rocksalt(a: float = 5.64) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 def cesium_chloride_type(a: float = 3.4) -> Structure:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _structures import rocksalt
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Element, Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -37,10 +38,6 @@ from cryspnet_gen.templates import (
     substitution_matrix,
     template_candidates,
 )
-
-
-def rocksalt(a: float = 5.64) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 def cscl(a: float = 4.1) -> Structure:

@@ -4,6 +4,7 @@ CRYSPNet source."""
 from __future__ import annotations
 
 import pytest
+from _structures import rocksalt as rock_salt
 from pymatgen.core import Lattice, Structure
 
 from cryspnet_gen.formula import formula_unit
@@ -21,10 +22,6 @@ from cryspnet_gen.validity import (
     repair_contacts,
     shortest_contact,
 )
-
-
-def rock_salt(a: float = 5.64) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
 
 
 def squeezed(ratio: float) -> Structure:
@@ -197,7 +194,7 @@ def test_cached_pyxtal_tables_equal_pyxtal(tmp_path, monkeypatch):
         assert cells._all_wyckoff_classes() == live
         assert all(
             validity._covalent_radii()[s] == pytest.approx(Element(s).covalent_radius)
-            for s in "H O Fe La U".split()
+            for s in ["H", "O", "Fe", "La", "U"]
         )
     assert len(list(tmp_path.glob("*.json"))) == 2
     assert cells.wyckoff_classes(225)[0][-1] == 192 and cells.wyckoff_classes(1) == ((1,), (), 1)

@@ -30,6 +30,7 @@ from cryspnet_gen.arguments import (
     add_model_option,
     add_source_options,
     existing_file,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -110,14 +111,6 @@ def _one_line(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------------------------------------
 # option types: a bad value is an argparse usage error (one line, exit 2)
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (``--wait 0``: fail at once)."""
-    try:
-        return 0.0 if float(text) == 0 else positive_float(text)
-    except (ValueError, argparse.ArgumentTypeError):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
 
 
 def store_dir(text: str) -> str:
