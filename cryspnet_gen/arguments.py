@@ -25,6 +25,7 @@ __all__ = [
     "add_source_options",
     "bounded_int",
     "deprecated_alias",
+    "existing_dir",
     "existing_file",
     "model_spec",
     "new_output_path",
@@ -174,6 +175,15 @@ def existing_file(text: str) -> str:
     path = Path(text).expanduser()
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text!r} {what}")
+    return str(path)
+
+
+def existing_dir(text: str) -> str:
+    """The name of a folder that exists."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.is_file() else "does not exist"
         raise argparse.ArgumentTypeError(f"{text!r} {what}")
     return str(path)
 

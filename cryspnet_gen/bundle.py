@@ -10,10 +10,12 @@ A *bundle* is a folder::
       space_group.safetensors    per-lattice space-group ensembles, tensors named "<lattice>.members.<i>...."
       lattice.safetensors        per-lattice lattice-parameter ensembles
       volume.safetensors         volume-per-atom ensemble
+      *.lgb.txt                  gradient-boosted tree classifiers (LightGBM's text model format), when the
+                                 bundle's arch has them (listed under ``trees`` in the manifest)
       README.md                  generated from the manifest
 
-Weights load with :func:`safetensors.torch.load_file` (no unpickling); every file is checked against the
-manifest's sha256. Shipped bundles live in the package ``cryspnet_gen.bundles`` (the repository's ``models/``).
+Weights load with :func:`safetensors.torch.load_file` and trees from their text (no unpickling); every file is
+checked against the manifest's sha256 first. Shipped bundles live in the package ``cryspnet_gen.bundles`` (the repository's ``models/``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "RETRAIN_HINT",
+    "TREE_SUFFIX",
     "BundleError",
     "available_bundles",
     "bundles_root",
@@ -46,6 +49,7 @@ __all__ = [
     "package_versions",
     "read_bundle",
     "read_manifest",
+    "read_tree_texts",
     "render_readme",
     "save_bundle",
     "storage_tensors",
@@ -56,11 +60,14 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE = "cryspnet-mp-v1"
 FORMAT_NAME = "cryspnet-gen-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tree files and calibration temperatures (version-1 bundles still load)
 MANIFEST = "manifest.json"
 RETRAIN_HINT = "reinstall cryspnet-gen (for a shipped bundle) or retrain it with `cryspnet-gen train`"
 
 WeightsDtype = Literal["float32", "float16"]
+
+#: Suffix of the tree model files (LightGBM's text format).
+TREE_SUFFIX = ".lgb.txt"
 
 
 class BundleError(ValueError):
@@ -129,6 +136,7 @@ def save_bundle(
     *,
     weights_dtype: WeightsDtype = "float16",
     overwrite: bool = False,
+    trees: dict[str, str] | None = None,
 ) -> Path:
     """Write a bundle folder: one safetensors file per entry of ``tensors``, the manifest and a README.
 
@@ -144,6 +152,8 @@ def save_bundle(
         ``"float16"`` halves the Linear weight matrices (the bulk of the bytes); other tensors stay float32.
     overwrite
         Replace an existing bundle at ``path``.
+    trees
+        File name (``*.lgb.txt``) -> tree model text, listed with its sha256 under ``trees``.
 
     Returns
     -------
@@ -177,6 +187,15 @@ def save_bundle(
             "bytes": target.stat().st_size,
             "dtype": weights_dtype,
         }
+    if trees:
+        out["trees"] = {}
+        for file_name, text in trees.items():
+            if "/" in file_name or not file_name.endswith(TREE_SUFFIX):
+                raise ValueError(f"tree file names must be plain '*{TREE_SUFFIX}' names, got {file_name!r}")
+            target = folder / file_name
+            target.write_text(text)
+            target.chmod(0o644)
+            out["trees"][file_name] = {"sha256": file_sha256(target), "bytes": target.stat().st_size}
     out = _jsonable(out)
     (folder / MANIFEST).write_text(json.dumps(out, indent=1) + "\n")
     (folder / "README.md").write_text(render_readme(out))
@@ -237,26 +256,50 @@ def read_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     manifest = read_manifest(folder)
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     for file_name, info in manifest["weights"].items():
-        target = folder / file_name
-        if not target.is_file():
-            raise BundleError(f"weight file {target} is missing; {RETRAIN_HINT}")
-        size = target.stat().st_size
-        if info.get("bytes") is not None and size != info["bytes"]:
-            raise BundleError(
-                f"weight file {target} has {size} bytes but the manifest expects {info['bytes']} "
-                f"(truncated or replaced); {RETRAIN_HINT}"
-            )
-        if file_sha256(target) != info.get("sha256"):
-            raise BundleError(
-                f"weight file {target} is corrupt or was modified (sha256 does not match {MANIFEST}); "
-                f"{RETRAIN_HINT}"
-            )
+        target = _verified(folder, file_name, info, "weight file")
         try:
             loaded = load_file(str(target))
         except (SafetensorError, OSError, ValueError) as exc:
             raise BundleError(f"weight file {target} cannot be read ({exc}); {RETRAIN_HINT}") from exc
         tensors[file_name] = {k: (v.float() if v.is_floating_point() else v) for k, v in loaded.items()}
     return manifest, tensors
+
+
+def _verified(folder: Path, file_name: str, info: dict[str, Any], kind: str) -> Path:
+    """``folder / file_name`` after checking its size and sha256 against the manifest's ``info``."""
+    target = folder / file_name
+    if not target.is_file():
+        raise BundleError(f"{kind} {target} is missing; {RETRAIN_HINT}")
+    size = target.stat().st_size
+    if info.get("bytes") is not None and size != info["bytes"]:
+        raise BundleError(
+            f"{kind} {target} has {size} bytes but the manifest expects {info['bytes']} "
+            f"(truncated or replaced); {RETRAIN_HINT}"
+        )
+    if file_sha256(target) != info.get("sha256"):
+        raise BundleError(
+            f"{kind} {target} is corrupt or was modified (sha256 does not match {MANIFEST}); {RETRAIN_HINT}"
+        )
+    return target
+
+
+def read_tree_texts(path: str | os.PathLike[str], manifest: dict[str, Any]) -> dict[str, str]:
+    """The tree model texts a bundle lists under ``trees`` (none for network-only bundles), sha256-checked.
+
+    Raises
+    ------
+    BundleError
+        Naming the file that is missing, corrupt or not text.
+    """
+    folder = Path(path)
+    texts: dict[str, str] = {}
+    for file_name, info in (manifest.get("trees") or {}).items():
+        target = _verified(folder, file_name, info, "tree file")
+        try:
+            texts[file_name] = target.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BundleError(f"tree file {target} cannot be read ({exc}); {RETRAIN_HINT}") from exc
+    return texts
 
 
 def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | None) -> Path:
@@ -305,13 +348,11 @@ def render_readme(manifest: dict[str, Any]) -> str:
     rows = m.get("training", {}).get("rows", {})
     if rows:
         lines.append("- training rows: " + ", ".join(f"{k}: {v}" for k, v in rows.items()))
-    lines += ["", "## Networks", ""]
+    arch = m.get("train_config", {}).get("arch", "cryspnet-mlp")
+    lines += ["", "## Models", "", f"- classifier arch: `{arch}`"]
     tasks = m.get("tasks", {})
     for name, entry in tasks.get("bravais", {}).items():
-        lines.append(
-            f"- Bravais `{name}`: {entry.get('n_members')} members, hidden {entry['model_args']['hidden']}, "
-            f"{entry.get('n_train')} training rows"
-        )
+        lines.append(f"- Bravais `{name}`: {_describe_class_model(entry)}")
     for task in ("space_group", "lattice"):
         kinds: dict[str, list[str]] = {}
         for lat, entry in tasks.get(task, {}).get("lattices", {}).items():
@@ -322,6 +363,13 @@ def render_readme(manifest: dict[str, Any]) -> str:
     if "volume" in tasks:
         v = tasks["volume"]
         lines.append(f"- volume per atom: {v.get('n_members')} members, hidden {v['model_args']['hidden']}")
+    calibration = m.get("calibration")
+    if calibration:
+        temps = ", ".join(f"{k} {_fmt(v)}" for k, v in calibration.get("bravais", {}).items())
+        lines.append(
+            f"- calibration (temperatures fitted on the validation rows): Bravais {temps}; space groups "
+            f"{_fmt(calibration.get('space_group'))}"
+        )
     metrics = m.get("metrics", {})
     lines += ["", "## Validation metrics", ""]
     val = metrics.get("validation") or {}
@@ -377,6 +425,22 @@ def render_readme(manifest: dict[str, Any]) -> str:
         lines.append(f"| {fname} | {info.get('bytes')} | {info.get('dtype')} | `{info.get('sha256')}` |")
     lines += ["", "Package versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), ""]
     return "\n".join(lines)
+
+
+def _describe_class_model(entry: dict[str, Any]) -> str:
+    kind = entry.get("kind", "network")
+    if kind == "lightgbm":
+        return (
+            f"LightGBM, {entry.get('best_iteration')} boosting rounds, {entry.get('n_train')} training rows"
+        )
+    if kind == "stack":
+        parts = " + ".join(
+            f"{w:.1f} x ({_describe_class_model(p)})"
+            for p, w in zip(entry["parts"], entry["weights"], strict=True)
+        )
+        return f"stack of {parts}"
+    hidden = entry.get("model_args", {}).get("hidden")
+    return f"{entry.get('n_members')} networks, hidden {hidden}, {entry.get('n_train')} training rows"
 
 
 def _fmt(x: Any) -> str:

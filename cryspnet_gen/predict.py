@@ -29,6 +29,7 @@ from cryspnet_gen.bundle import (
     available_bundles,
     bundles_root,
     read_bundle,
+    read_tree_texts,
 )
 from cryspnet_gen.formula import BravaisModel, subset_mask
 from cryspnet_gen.records import LatticePrediction, Prediction
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from cryspnet_gen.nn import Ensemble
+    from cryspnet_gen.trees import TreeClassifier
 
 __all__ = [
     "DEFAULT_BUNDLE",
@@ -100,7 +102,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 class _ClassTask:
-    """A space-group or Bravais model: a network ensemble, a columns slice of a shared one, or a prior."""
+    """A space-group or Bravais model: a network ensemble, a columns slice of a shared one, or a prior.
+
+    ``temperature`` (fitted on validation rows when the bundle was trained, 1 for older bundles) calibrates
+    the mean probabilities (:func:`cryspnet_gen.calibration.apply_temperature`).
+    """
 
     def __init__(
         self,
@@ -109,13 +115,16 @@ class _ClassTask:
         ensemble: Ensemble | None = None,
         columns: np.ndarray | None = None,
         probabilities: Sequence[float] | None = None,
+        temperature: float = 1.0,
     ) -> None:
         self.classes = list(classes)
         self.ensemble = ensemble
         self.columns = columns
         self.probabilities = None if probabilities is None else np.asarray(probabilities, dtype=np.float64)
+        self.temperature = float(temperature)
 
-    def proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def raw_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread over the members, before calibration."""
         if self.ensemble is None:
             assert self.probabilities is not None
             mean = np.broadcast_to(self.probabilities, (len(X), len(self.classes))).copy()
@@ -125,6 +134,54 @@ class _ClassTask:
             logits = logits[..., self.columns]
         p = _softmax(logits.astype(np.float64))
         return p.mean(axis=0), p.std(axis=0)
+
+    def proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated mean probabilities ``(n, k)`` and the members' spread."""
+        mean, std = self.raw_proba(X)
+        if self.temperature != 1.0:
+            from cryspnet_gen.calibration import apply_temperature
+
+            mean = apply_temperature(mean, self.temperature)
+        return mean, std
+
+
+class _TreeTask(_ClassTask):
+    """A gradient-boosted tree classifier (one model: no spread)."""
+
+    def __init__(self, classes: Sequence[Any], model: TreeClassifier, *, temperature: float = 1.0) -> None:
+        super().__init__(classes, temperature=temperature)
+        self.model = model
+
+    def raw_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.model.proba(X)
+        return mean, np.zeros_like(mean)
+
+
+class _StackTask(_ClassTask):
+    """A weighted mean of other class models' calibrated probabilities (weights chosen on validation)."""
+
+    def __init__(
+        self,
+        classes: Sequence[Any],
+        parts: Sequence[_ClassTask],
+        weights: Sequence[float],
+        *,
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(classes, temperature=temperature)
+        self.parts = list(parts)
+        self.weights = [float(w) for w in weights]
+
+    def raw_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.zeros((len(X), len(self.classes)))
+        std = np.zeros_like(mean)
+        for part, w in zip(self.parts, self.weights, strict=True):
+            if w == 0.0:
+                continue
+            m, s = part.proba(X)
+            mean += w * m
+            std += w * s
+        return mean, std
 
 
 class _RegressionTask:
@@ -180,6 +237,9 @@ class Predictor:
         Where the bundle was read from, for messages.
     check_features
         Compare the manifest's feature labels with :func:`cryspnet_gen.featurize.feature_labels`.
+    trees
+        Tree file name -> LightGBM model text (:func:`cryspnet_gen.bundle.read_tree_texts`), for bundles whose
+        classifiers are trees or stacks.
 
     Raises
     ------
@@ -194,6 +254,7 @@ class Predictor:
         *,
         path: str | os.PathLike[str] | None = None,
         check_features: bool = True,
+        trees: dict[str, str] | None = None,
     ) -> None:
         from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES, space_groups_of
 
@@ -212,35 +273,30 @@ class Predictor:
             self._check_features(where)
         tasks = manifest["tasks"]
 
+        self._trees = dict(trees or {})
+        self._tensors = tensors
         self._bravais: dict[str, _ClassTask] = {}
         for model, entry in tasks["bravais"].items():
             classes = entry["classes"]
             if list(classes) != list(BRAVAIS_LATTICES):
                 raise BundleError(f"{where}: Bravais model {model!r} has classes {classes}, expected the 14")
-            ens = self._ensemble(entry, tensors, entry["file"], "", where)
-            self._bravais[model] = _ClassTask(classes, ensemble=ens)
+            self._bravais[model] = self._class_task(entry, tensors, entry.get("file"), "", where)
 
         sg_task = tasks["space_group"]
-        shared = None
+        self._shared = None
         if sg_task.get("shared") is not None:
-            shared = self._ensemble(sg_task["shared"], tensors, sg_task["file"], "shared.", where)
+            self._shared = self._ensemble(sg_task["shared"], tensors, sg_task["file"], "shared.", where)
         self._space_group: dict[str, _ClassTask] = {}
         for lat in BRAVAIS_LATTICES:
             entry = sg_task["lattices"].get(lat)
-            if entry is None or entry["kind"] == "prior":
-                groups = entry["classes"] if entry else list(space_groups_of(lat))
-                probs = entry["probabilities"] if entry else [1.0 / len(groups)] * len(groups)
-                self._space_group[lat] = _ClassTask(groups, probabilities=probs)
-            elif entry["kind"] == "network":
-                ens = self._ensemble(entry, tensors, sg_task["file"], f"{lat}.", where)
-                self._space_group[lat] = _ClassTask(entry["classes"], ensemble=ens)
-            elif entry["kind"] == "shared":
-                if shared is None:
-                    raise BundleError(f"{where}: space group of {lat} refers to a missing shared network")
-                cols = np.asarray(entry["columns"], dtype=np.int64)
-                self._space_group[lat] = _ClassTask(entry["classes"], ensemble=shared, columns=cols)
-            else:
-                raise BundleError(f"{where}: unknown space-group model kind {entry['kind']!r} for {lat}")
+            if entry is None:
+                groups = list(space_groups_of(lat))
+                entry = {
+                    "kind": "prior",
+                    "classes": groups,
+                    "probabilities": [1.0 / len(groups)] * len(groups),
+                }
+            self._space_group[lat] = self._class_task(entry, tensors, sg_task.get("file"), f"{lat}.", where)
 
         lat_task = tasks["lattice"]
         self._lattice: dict[str, _RegressionTask] = {}
@@ -290,6 +346,56 @@ class Predictor:
                 f"versions or settings) no longer matches: retrain the bundle with `cryspnet-gen train` or "
                 f"install the package versions listed in its manifest"
             )
+
+    def _class_task(
+        self,
+        entry: dict[str, Any],
+        tensors: dict[str, dict[str, torch.Tensor]],
+        file: str | None,
+        prefix: str,
+        where: object,
+    ) -> _ClassTask:
+        """The class model of one manifest entry (``kind``: network (the default), shared, prior, lightgbm or
+        stack)."""
+        kind = entry.get("kind", "network")
+        classes = entry["classes"]
+        temperature = float(entry.get("temperature", 1.0))
+        if kind == "prior":
+            return _ClassTask(classes, probabilities=entry["probabilities"], temperature=temperature)
+        if kind == "network":
+            file = entry.get("file", file)
+            if file is None:
+                raise BundleError(f"{where}: network entry {prefix or 'bravais'} names no weight file")
+            ens = self._ensemble(entry, tensors, file, prefix, where)
+            return _ClassTask(classes, ensemble=ens, temperature=temperature)
+        if kind == "shared":
+            if self._shared is None:
+                raise BundleError(f"{where}: space group {prefix} refers to a missing shared network")
+            cols = np.asarray(entry["columns"], dtype=np.int64)
+            return _ClassTask(classes, ensemble=self._shared, columns=cols, temperature=temperature)
+        if kind == "lightgbm":
+            from cryspnet_gen.trees import TreeClassifier, TreeModelError
+
+            name = entry.get("tree_file")
+            if name not in self._trees:
+                raise BundleError(f"{where}: tree file {name} is not listed in the manifest; {RETRAIN_HINT}")
+            try:
+                model = TreeClassifier(
+                    self._trees[name], n_classes=len(classes), n_features=len(self.feature_labels)
+                )
+            except TreeModelError as exc:
+                raise BundleError(f"{where}: tree file {name}: {exc}; {RETRAIN_HINT}") from exc
+            return _TreeTask(classes, model, temperature=temperature)
+        if kind == "stack":
+            parts = [self._class_task(part, tensors, file, prefix, where) for part in entry["parts"]]
+            if any(list(part.classes) != list(classes) for part in parts):
+                raise BundleError(
+                    f"{where}: the parts of stacked model {prefix or 'bravais'} differ in classes"
+                )
+            return _StackTask(classes, parts, entry["weights"], temperature=temperature)
+        raise BundleError(
+            f"{where}: unknown class model kind {kind!r} ({prefix or 'bravais'}); {RETRAIN_HINT}"
+        )
 
     @staticmethod
     def _ensemble(
@@ -385,6 +491,25 @@ class Predictor:
             members = self._volume.members(self._features(X))
         assert members is not None
         return members[..., 0].mean(axis=0), members[..., 0].std(axis=0)
+
+    def entry_probabilities(self, entry: dict[str, Any], X: np.ndarray, *, prefix: str = "") -> np.ndarray:
+        """Probabilities ``(n, k)`` of a class-model manifest entry of this bundle, before the entry's own
+        temperature (the parts of a stack keep theirs): what training fits stacking weights and temperatures
+        on.
+
+        Parameters
+        ----------
+        entry
+            A Bravais-model or space-group entry (``kind`` network, shared, prior, lightgbm or stack).
+        X
+            Features.
+        prefix
+            The tensor-name prefix of a space-group network, ``"<lattice>."``.
+        """
+        file = self.manifest["tasks"]["space_group"].get("file")
+        task = self._class_task(entry, self._tensors, entry.get("file", file), prefix, self.name)
+        with torch_threads(self.num_threads):
+            return task.raw_proba(self._features(X))[0]
 
     def _check_bravais(self, bravais: str) -> str:
         if bravais not in self.bravais_lattices:
@@ -572,7 +697,7 @@ class Predictor:
 def _load_cached(resolved: str, stamp: tuple[int, int]) -> Predictor:
     # ``stamp`` (the manifest's mtime and size) makes a bundle rewritten in place load afresh.
     manifest, tensors = read_bundle(resolved)
-    predictor = Predictor(manifest, tensors, path=resolved)
+    predictor = Predictor(manifest, tensors, path=resolved, trees=read_tree_texts(resolved, manifest))
     logger.info("loaded %r", predictor)
     return predictor
 

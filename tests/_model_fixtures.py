@@ -167,6 +167,7 @@ def train_tiny(
     seed: int,
     settings: dict[str, object],
     weights_dtype: str = "float16",
+    networks_from: Path | None = None,
     **config: object,
 ) -> Path:
     from cryspnet_gen.train import train_bundle
@@ -183,6 +184,7 @@ def train_tiny(
         featurizer_settings=settings,
         seed=seed,
         weights_dtype=weights_dtype,  # type: ignore[arg-type]
+        networks_from=networks_from,
     )
 
 

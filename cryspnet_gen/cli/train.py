@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryspnet_gen.arguments import add_model_option, existing_file, non_negative_int, positive_int
+from cryspnet_gen.arguments import (
+    add_model_option,
+    existing_dir,
+    existing_file,
+    non_negative_int,
+    positive_int,
+)
 from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES, CLIError, add_force, subcommand
 
 if TYPE_CHECKING:
@@ -15,7 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["PRESETS", "add_subcommands", "cmd_evaluate", "cmd_train", "train_config"]
 
 #: The names ``TrainConfig.preset`` knows (tests/test_cli.py checks that they agree).
-PRESETS = ("default", "fast", "shipped", "tiny")
+PRESETS = ("default", "fast", "shipped", "shipped-mlp", "tiny")
+#: The classifier families of ``TrainConfig.arch`` (tests/test_cli.py checks that they agree).
+ARCHS = ("cryspnet-mlp", "lightgbm", "stack")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -39,6 +47,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         config = TrainConfig(
             **{k: v for k, v in {**config.as_dict(), **overrides}.items() if not k.startswith("@")}
         )
+    if args.arch is not None:
+        config.arch = args.arch
     config.quiet = args.quiet
     return config
 
@@ -61,6 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_rows=args.max_rows,
         overwrite=args.force,
+        networks_from=args.networks_from,
     )
     print(f"trained bundle written to {path} in {time.perf_counter() - start:.0f} s")
     return 0
@@ -123,6 +134,19 @@ def add_train(subparsers: Any) -> None:
         default=None,
         metavar="FILE",
         help="JSON file of TrainConfig fields overriding the preset (default: none)",
+    )
+    p.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default=None,
+        help="classifier family: the paper's networks, LightGBM trees, or both stacked (default: the preset's)",
+    )
+    p.add_argument(
+        "--networks-from",
+        type=existing_dir,
+        default=None,
+        metavar="DIR",
+        help="reuse the networks of this bundle, trained on the same split (default: train them)",
     )
     p.add_argument("--seed", type=non_negative_int, default=0, help="training and validation-draw seed")
     p.add_argument(

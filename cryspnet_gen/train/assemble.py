@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from cryspnet_gen.bundle import WeightsDtype, save_bundle, storage_tensors
+from cryspnet_gen.bundle import WeightsDtype, read_bundle, save_bundle, storage_tensors
 from cryspnet_gen.nn import Standardizer
 from cryspnet_gen.predict import Predictor
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES
+from cryspnet_gen.train.classifiers import calibrate_sections, stack_sections, tree_sections
 from cryspnet_gen.train.config import TrainConfig
 from cryspnet_gen.train.engine import Progress, torch_settings_of
 from cryspnet_gen.train.table import TrainingRows, frame_and_features, prepare_rows
@@ -56,6 +57,7 @@ def train_bundle(
     labels: str = "mp",
     weights_dtype: WeightsDtype = "float16",
     overwrite: bool = False,
+    networks_from: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Train every network of a bundle, compute validation metrics and write the bundle.
 
@@ -85,6 +87,11 @@ def train_bundle(
         Storage precision of the weight matrices (see :func:`cryspnet_gen.bundle.save_bundle`).
     overwrite
         Replace an existing bundle.
+    networks_from
+        Reuse the networks (lattice, volume and, for the ``cryspnet-mlp`` and ``stack`` archs, the classifier
+        networks) of this bundle instead of training them: it must have been trained on the same split, rows
+        and features (checked). Adding trees to a trained bundle this way takes minutes instead of half an
+        hour.
 
     Returns
     -------
@@ -106,24 +113,19 @@ def train_bundle(
 
     bravais_rows = bravais_subsets(rows, config)
     params = lattice_parameters(rows)
-    plans = [
-        bravais_task(rows, bravais_rows, config),
-        space_group_task(rows, config),
-        lattice_task(rows, params, config),
-        volume_task(rows, config),
-    ]
-    tasks: dict[str, Any] = {}
-    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    plans = [lattice_task(rows, params, config), volume_task(rows, config)]
+    if config.arch != "lightgbm":
+        plans[:0] = [bravais_task(rows, bravais_rows, config), space_group_task(rows, config)]
     counts: dict[str, int] = {"train": len(train_all), "val": int(rows.val.sum())}
-    progress = Progress(sum(n.n_members for plan in plans for n in plan.networks), quiet=config.quiet)
-    trainer = TaskTrainer(torch.from_numpy(X).to(config.device), norm_state, config, progress)
-    try:
-        with torch_settings_of(config):
-            for plan in plans:
-                tasks[plan.name] = trainer.train_task(plan, tensors)
-                counts.update(plan.rows)
-    finally:
-        progress.close()
+    if networks_from is not None:
+        tasks, tensors = _reused_networks(
+            networks_from, [p.name for p in plans], split_name, labels_list, counts
+        )
+        for plan in plans:
+            counts.update(plan.rows)
+    else:
+        tasks, tensors = _train_networks(plans, X, norm_state, config, counts)
+    texts, trees = _tree_tasks(X, rows, bravais_rows, config, tasks, counts)
 
     manifest: dict[str, Any] = {
         "name": name,
@@ -139,15 +141,130 @@ def train_bundle(
     }
     # Score exactly what will be stored (the weights rounded to the storage dtype).
     stored = {f: storage_tensors(t, weights_dtype) for f, t in tensors.items()}
-    predictor = Predictor(manifest, stored, check_features=False)
     bravais_val = {model: va for model, (_, va) in bravais_rows.items()}
+    base = Predictor(manifest, stored, check_features=False, trees=texts)
+    manifest["calibration"] = _fit_classifiers(base, trees, X, rows, bravais_val, calibrate=config.calibrate)
+    predictor = Predictor(manifest, stored, check_features=False, trees=texts)
     manifest["metrics"] = {
         "validation": validation_metrics(predictor, X, rows, bravais_val, params),
         "test": None,
     }
     return save_bundle(
-        Path(out_dir) / name, manifest, tensors, weights_dtype=weights_dtype, overwrite=overwrite
+        Path(out_dir) / name, manifest, tensors, weights_dtype=weights_dtype, overwrite=overwrite, trees=texts
     )
+
+
+def _tree_tasks(
+    X: np.ndarray,
+    rows: TrainingRows,
+    bravais_rows: dict[str, tuple[np.ndarray, np.ndarray]],
+    config: TrainConfig,
+    tasks: dict[str, Any],
+    counts: dict[str, int],
+) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Train the tree classifiers of ``config.arch``: for ``lightgbm`` they become the Bravais and space-group
+    tasks; for ``stack`` they are returned to be stacked with the networks. Returns the tree texts and the
+    trees to stack (None unless stacking)."""
+    if config.arch == "cryspnet-mlp":
+        return {}, None
+    tree_bravais, tree_lattices, texts = tree_sections(X, rows, bravais_rows, config)
+    counts.update({f"bravais_{model}": len(tr) for model, (tr, _) in bravais_rows.items()})
+    if config.arch == "lightgbm":
+        tasks["bravais"] = tree_bravais
+        tasks["space_group"] = {
+            "file": None,
+            "arch": "per_lattice",
+            "shared": None,
+            "lattices": tree_lattices,
+        }
+        return texts, None
+    return texts, {"bravais": tree_bravais, "lattices": tree_lattices}
+
+
+def _fit_classifiers(
+    base: Predictor,
+    trees: dict[str, Any] | None,
+    X: np.ndarray,
+    rows: TrainingRows,
+    bravais_val: dict[str, np.ndarray],
+    *,
+    calibrate: bool,
+) -> dict[str, Any] | None:
+    """Stack ``base``'s classifier networks with ``trees`` (when given) and calibrate them on the validation
+    rows, updating ``base.manifest``'s tasks in place; return the fitted temperatures (None: not calibrated)."""
+    tasks = base.manifest["tasks"]
+
+    def proba(entry: dict[str, Any], prefix: str, rows_X: np.ndarray) -> np.ndarray:
+        return base.entry_probabilities(entry, rows_X, prefix=prefix)
+
+    sections = {"bravais": tasks["bravais"], "lattices": tasks["space_group"]["lattices"]}
+    if trees is not None:
+        sections = stack_sections(sections, trees, proba, X, rows, bravais_val)
+    calibration = calibrate_sections(sections, proba, X, rows, bravais_val) if calibrate else None
+    tasks["bravais"] = sections["bravais"]
+    tasks["space_group"]["lattices"] = sections["lattices"]
+    return calibration
+
+
+def _train_networks(
+    plans: list[Any],
+    X: np.ndarray,
+    norm_state: dict[str, torch.Tensor],
+    config: TrainConfig,
+    counts: dict[str, int],
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """Train every network of ``plans``; return the manifest sections and the weight files."""
+    tasks: dict[str, Any] = {}
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    progress = Progress(sum(n.n_members for plan in plans for n in plan.networks), quiet=config.quiet)
+    trainer = TaskTrainer(torch.from_numpy(X).to(config.device), norm_state, config, progress)
+    try:
+        with torch_settings_of(config):
+            for plan in plans:
+                tasks[plan.name] = trainer.train_task(plan, tensors)
+                counts.update(plan.rows)
+    finally:
+        progress.close()
+    return tasks, tensors
+
+
+def _reused_networks(
+    path: str | os.PathLike[str],
+    names: list[str],
+    split_name: str,
+    labels: list[str],
+    counts: dict[str, int],
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """The network tasks ``names`` of an existing bundle trained on the same split, rows and features."""
+    manifest, tensors = read_bundle(path)
+    rows = manifest.get("training", {}).get("rows", {})
+    same = (
+        manifest.get("split") == split_name
+        and list(manifest["features"]["labels"]) == labels
+        and all(rows.get(k) == counts[k] for k in ("train", "val"))
+    )
+    if not same:
+        raise ValueError(
+            f"{path}: its networks were trained on another split, features or rows (split "
+            f"{manifest.get('split')!r}, rows {rows.get('train')}/{rows.get('val')} vs {split_name!r}, "
+            f"{counts['train']}/{counts['val']}); train the networks afresh"
+        )
+    tasks = {}
+    for name in names:
+        section = manifest["tasks"][name]
+        if name == "bravais" and any(e.get("kind", "network") != "network" for e in section.values()):
+            raise ValueError(f"{path}: its Bravais models are not networks; train the networks afresh")
+        tasks[name] = section
+    files = {f for name in names for f in _files_of(tasks[name])}
+    return tasks, {f: tensors[f] for f in files if f in tensors}
+
+
+def _files_of(section: dict[str, Any]) -> list[str]:
+    found = [section["file"]] if isinstance(section.get("file"), str) else []
+    for value in section.values():
+        if isinstance(value, dict):
+            found.extend(_files_of(value))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -259,6 +376,7 @@ def train_from_data(
     seed: int | None = None,
     max_rows: int | None = None,
     overwrite: bool = False,
+    networks_from: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Build the split from the open data, featurize it and :func:`train_bundle` on it; return the bundle folder.
 
@@ -279,7 +397,7 @@ def train_from_data(
         Seed for the validation draw and the training (default ``config.seed``).
     max_rows
         Use only the first rows of each source (smoke runs).
-    out_dir, version, config, overwrite
+    out_dir, version, config, overwrite, networks_from
         As in :func:`train_bundle` (``config`` defaults to ``TrainConfig()``).
     """
     from cryspnet_gen.featurize import FEATURIZER_SETTINGS, feature_labels
@@ -304,4 +422,5 @@ def train_from_data(
         seed=seed,
         labels=labels,
         overwrite=overwrite,
+        networks_from=networks_from,
     )

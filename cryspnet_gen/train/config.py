@@ -7,8 +7,13 @@ from typing import Any, Literal, get_args
 
 from monty.json import MSONable
 
-__all__ = ["RegressorScale", "SpaceGroupArch", "StopOn", "SubsetModel", "TrainConfig"]
+__all__ = ["ARCHS", "Arch", "RegressorScale", "SpaceGroupArch", "StopOn", "SubsetModel", "TrainConfig"]
 
+#: The model families of the Bravais and space-group classifiers (lattice parameters and volume are networks in
+#: every arch): the paper's MLP ensembles, LightGBM gradient-boosted trees, or both stacked with weights chosen
+#: on the validation rows.
+Arch = Literal["cryspnet-mlp", "lightgbm", "stack"]
+ARCHS: tuple[str, ...] = get_args(Arch)
 StopOn = Literal["val", "oob"]
 SpaceGroupArch = Literal["per_lattice", "shared_trunk"]
 SubsetModel = Literal["metal", "oxide"]
@@ -68,6 +73,21 @@ class TrainConfig(MSONable):
         Turn on ``torch.use_deterministic_algorithms`` while training.
     quiet
         Hide the progress bars.
+    arch
+        The classifiers' model family (:data:`ARCHS`): ``"cryspnet-mlp"`` (the paper's networks),
+        ``"lightgbm"`` (gradient-boosted trees, :mod:`cryspnet_gen.train.trees`) or ``"stack"`` (both, their
+        calibrated probabilities mixed with a weight chosen on the validation rows).
+    tree_learning_rate, tree_num_leaves, tree_min_data_in_leaf, tree_feature_fraction
+        LightGBM's learning rate, leaves per tree, fewest rows per leaf and share of features per tree.
+    tree_max_rounds, tree_early_stopping
+        Most boosting rounds, and rounds without a lower validation loss before stopping.
+    tree_threads
+        LightGBM threads while training (results do not depend on it). The default 1 is deliberate: on a busy
+        2-core machine two threads made a small booster 20x slower (OpenMP threads spinning on each other).
+    calibrate
+        Fit a temperature on the validation rows for every Bravais model and one shared by the space-group
+        models (:func:`cryspnet_gen.calibration.fit_temperature`); the bundle's probabilities are the
+        calibrated ones.
     restore_best
         Keep the weights of the epoch with the lowest stopping loss (default). ``False`` keeps the weights at
         the end of training, i.e. at the end of the one-cycle schedule: classifiers' cross-entropy on held-out
@@ -105,6 +125,15 @@ class TrainConfig(MSONable):
     deterministic: bool = True
     quiet: bool = False
     restore_best: bool = True
+    arch: Arch = "cryspnet-mlp"
+    tree_learning_rate: float = 0.1
+    tree_num_leaves: int = 63
+    tree_min_data_in_leaf: int = 10
+    tree_feature_fraction: float = 0.5
+    tree_max_rounds: int = 1000
+    tree_early_stopping: int = 30
+    tree_threads: int = 1
+    calibrate: bool = True
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -133,7 +162,13 @@ class TrainConfig(MSONable):
                 "space_group_oversample_power": 0.25,
                 "restore_best": False,
             },
-            "tiny": {**_sizes([48, 24], [24], 1, 1), "max_epochs": 3, "patience": 2},
+            "tiny": {
+                **_sizes([48, 24], [24], 1, 1),
+                "max_epochs": 3,
+                "patience": 2,
+                "tree_max_rounds": 5,
+                "tree_num_leaves": 7,
+            },
         }
         if name not in presets:
             raise ValueError(f"Unknown {name=}; available: {sorted(presets)}")
@@ -152,6 +187,13 @@ class TrainConfig(MSONable):
             raise ValueError(
                 f"Unknown regressor_scale={self.regressor_scale!r}; choose from {get_args(RegressorScale)}"
             )
+        if self.arch not in ARCHS:
+            raise ValueError(f"Unknown arch={self.arch!r}; choose from {ARCHS}")
+        if self.tree_learning_rate <= 0 or not 0.0 < self.tree_feature_fraction <= 1.0:
+            raise ValueError("tree_learning_rate must be > 0 and tree_feature_fraction in (0, 1]")
+        for name in ("tree_num_leaves", "tree_max_rounds", "tree_early_stopping", "tree_threads"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.space_group_arch not in get_args(SpaceGroupArch):
             raise ValueError(
                 f"Unknown space_group_arch={self.space_group_arch!r}; choose from {get_args(SpaceGroupArch)}"

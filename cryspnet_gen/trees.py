@@ -1,0 +1,88 @@
+"""Gradient-boosted tree classifiers stored as LightGBM's text model format (no pickle).
+
+A :class:`TreeClassifier` wraps a ``lightgbm.Booster`` read from the text a bundle stores (its sha256 is checked
+by :mod:`cryspnet_gen.bundle` before the text reaches here) and returns class probabilities. lightgbm is
+imported on first use, so bundles without trees never load it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TreeClassifier", "TreeModelError"]
+
+
+class TreeModelError(ValueError):
+    """A tree model text that LightGBM cannot read or that does not fit its manifest entry."""
+
+
+class TreeClassifier:
+    """A multiclass (or binary) LightGBM booster predicting ``n_classes`` probabilities.
+
+    Parameters
+    ----------
+    text
+        The model in LightGBM's text format (``Booster.model_to_string()``).
+    n_classes
+        Classes the manifest expects; a booster with another number is refused.
+    n_features
+        Features the manifest expects; a booster with another number is refused.
+    num_threads
+        LightGBM threads while predicting (1: the models are small and the caller may run several at once).
+    """
+
+    def __init__(self, text: str, *, n_classes: int, n_features: int, num_threads: int = 1) -> None:
+        import lightgbm as lgb
+
+        try:
+            self.booster = lgb.Booster(model_str=text)
+        except (lgb.basic.LightGBMError, ValueError) as exc:
+            raise TreeModelError(f"not a LightGBM text model ({exc})") from exc
+        n_class_model = int(self.booster.params.get("num_class", 1) or 1) if self.booster.params else 1
+        n_class_model = max(n_class_model, _num_class_of(text))
+        expected = 1 if n_classes == 2 else n_classes
+        if n_class_model != expected:
+            raise TreeModelError(
+                f"the model predicts {n_class_model} outputs, the manifest {n_classes} classes"
+            )
+        if self.booster.num_feature() != n_features:
+            raise TreeModelError(
+                f"the model uses {self.booster.num_feature()} features, the manifest {n_features}"
+            )
+        self.n_classes = int(n_classes)
+        self.num_threads = int(num_threads)
+
+    def proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` in float64."""
+        if not len(X):
+            return np.zeros((0, self.n_classes))
+        out = np.asarray(self.booster.predict(X, num_threads=self.num_threads), dtype=np.float64)
+        if self.n_classes == 2 and out.ndim == 1:
+            out = np.stack([1.0 - out, out], axis=1)
+        return out.reshape(len(X), self.n_classes)
+
+    def raw_scores(self, X: np.ndarray) -> np.ndarray:
+        """Raw margins ``(n, n_classes)`` (before the softmax)."""
+        out = np.asarray(
+            self.booster.predict(X, raw_score=True, num_threads=self.num_threads), dtype=np.float64
+        )
+        return out.reshape(len(X), -1)
+
+
+def _num_class_of(text: str) -> int:
+    """``num_class=`` from the header of a LightGBM text model (1 when absent)."""
+    for line in text.splitlines()[:20]:
+        if line.startswith("num_class="):
+            try:
+                return int(line.split("=", 1)[1])
+            except ValueError:
+                return 1
+    return 1
+
+
+def booster_summary(text: str) -> dict[str, Any]:
+    """Trees and classes of a LightGBM text model, for manifests and READMEs."""
+    n_trees = sum(1 for line in text.splitlines() if line.startswith("Tree="))
+    return {"n_trees": n_trees, "n_outputs": _num_class_of(text)}
