@@ -168,8 +168,10 @@ def _tree_tasks(
     if config.arch == "cryspnet-mlp":
         return {}, None
     tree_bravais, tree_lattices, texts = tree_sections(X, rows, bravais_rows, config)
-    counts.update({f"bravais_{model}": len(tr) for model, (tr, _) in bravais_rows.items()})
+    counts.update({f"bravais_{model}": len(bravais_rows[model][0]) for model in tree_bravais})
     if config.arch == "lightgbm":
+        for model in set(bravais_rows) - set(tree_bravais):
+            del bravais_rows[model]  # no model, no validation rows
         tasks["bravais"] = tree_bravais
         tasks["space_group"] = {
             "file": None,

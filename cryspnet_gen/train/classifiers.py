@@ -67,6 +67,8 @@ def tree_sections(
     bravais: dict[str, Any] = {}
     y = np.maximum(rows.bravais_idx, 0)
     for model, (tr, va) in bravais_rows.items():
+        if model != "master" and not config.tree_subset_models:
+            continue
         file = f"bravais_{model}{TREE_SUFFIX}"
         text, fields = fit_tree_classifier(
             X, y, tr, va, len(BRAVAIS_LATTICES), config, key=("bravais", model)
@@ -152,6 +154,9 @@ def stack_sections(
     """
     out: dict[str, Any] = {"bravais": {}, "lattices": {}}
     for model, net_entry in network["bravais"].items():
+        if model not in trees["bravais"]:
+            out["bravais"][model] = net_entry  # a subset model without trees stays a network
+            continue
         va = bravais_val[model]
         y = rows.bravais_idx[va]
         parts = [copy.deepcopy(net_entry), copy.deepcopy(trees["bravais"][model])]

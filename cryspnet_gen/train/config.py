@@ -84,6 +84,9 @@ class TrainConfig(MSONable):
     tree_threads
         LightGBM threads while training (results do not depend on it). The default 1 is deliberate: on a busy
         2-core machine two threads made a small booster 20x slower (OpenMP threads spinning on each other).
+    tree_subset_models
+        Also train trees for the subset Bravais models (``subset_models``); without, the ``stack`` arch keeps
+        them as networks and the ``lightgbm`` arch leaves them out.
     calibrate
         Fit a temperature on the validation rows for every Bravais model and one shared by the space-group
         models (:func:`cryspnet_gen.calibration.fit_temperature`); the bundle's probabilities are the
@@ -133,6 +136,7 @@ class TrainConfig(MSONable):
     tree_max_rounds: int = 1000
     tree_early_stopping: int = 30
     tree_threads: int = 1
+    tree_subset_models: bool = True
     calibrate: bool = True
 
     @classmethod
@@ -149,18 +153,29 @@ class TrainConfig(MSONable):
         ValueError
             For an unknown name.
         """
+        # the recipe of the version-1 bundles (networks only): ~25 min per split on 2 busy cores
+        shipped_mlp: dict[str, Any] = {
+            **_sizes([512, 256, 128], [256, 128], 3, 2),
+            "max_epochs": 30,
+            "patience": 30,
+            "oversample_power": 0.25,
+            "space_group_oversample_power": 0.25,
+            "restore_best": False,
+        }
         presets: dict[str, dict[str, Any]] = {
             "default": {},
             "fast": {**_sizes([256, 128], [128, 64], 3, 2), "max_epochs": 30, "patience": 5},
-            # the recipe of the shipped bundles (validation-chosen, see docs/evaluation.md): ~25 min per split
-            # on 2 busy cores
+            "shipped-mlp": shipped_mlp,
+            # the v2 recipe: the v1 networks stacked with LightGBM trees for the master Bravais model and the
+            # space groups, calibrated (docs/evaluation.md)
             "shipped": {
-                **_sizes([512, 256, 128], [256, 128], 3, 2),
-                "max_epochs": 30,
-                "patience": 30,
-                "oversample_power": 0.25,
-                "space_group_oversample_power": 0.25,
-                "restore_best": False,
+                **shipped_mlp,
+                "arch": "stack",
+                "tree_learning_rate": 0.2,
+                "tree_feature_fraction": 0.4,
+                "tree_early_stopping": 20,
+                "tree_max_rounds": 600,
+                "tree_subset_models": False,
             },
             "tiny": {
                 **_sizes([48, 24], [24], 1, 1),
