@@ -10,8 +10,9 @@ A *bundle* is a folder::
       space_group.safetensors    per-lattice space-group ensembles, tensors named "<lattice>.members.<i>...."
       lattice.safetensors        per-lattice lattice-parameter ensembles
       volume.safetensors         volume-per-atom ensemble
-      *.lgb.txt                  gradient-boosted tree classifiers (LightGBM's text model format), when the
-                                 bundle's arch has them (listed under ``trees`` in the manifest)
+      *.lgb.txt.gz               gradient-boosted tree classifiers (LightGBM's text model format, gzipped;
+                                 plain ``*.lgb.txt`` also loads), when the bundle's arch has them (listed
+                                 under ``trees`` in the manifest)
       README.md                  generated from the manifest
 
 Weights load with :func:`safetensors.torch.load_file` and trees from their text (no unpickling); every file is
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import copy
 import datetime
+import gzip
 import hashlib
 import json
 import logging
 import math
+import zlib
 from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -66,8 +69,10 @@ RETRAIN_HINT = "reinstall cryspnet-gen (for a shipped bundle) or retrain it with
 
 WeightsDtype = Literal["float32", "float16"]
 
-#: Suffix of the tree model files (LightGBM's text format).
-TREE_SUFFIX = ".lgb.txt"
+#: Suffix of the tree model files written by training (LightGBM's text format, gzipped: a third of the bytes).
+TREE_SUFFIX = ".lgb.txt.gz"
+#: Suffixes a bundle's tree files may have.
+TREE_SUFFIXES = (".lgb.txt", ".lgb.txt.gz")
 
 
 class BundleError(ValueError):
@@ -153,7 +158,8 @@ def save_bundle(
     overwrite
         Replace an existing bundle at ``path``.
     trees
-        File name (``*.lgb.txt``) -> tree model text, listed with its sha256 under ``trees``.
+        File name (``*.lgb.txt``, or ``*.lgb.txt.gz`` to store it gzipped) -> tree model text, listed with its
+        sha256 under ``trees``.
 
     Returns
     -------
@@ -190,10 +196,13 @@ def save_bundle(
     if trees:
         out["trees"] = {}
         for file_name, text in trees.items():
-            if "/" in file_name or not file_name.endswith(TREE_SUFFIX):
+            if "/" in file_name or not file_name.endswith(TREE_SUFFIXES):
                 raise ValueError(f"tree file names must be plain '*{TREE_SUFFIX}' names, got {file_name!r}")
             target = folder / file_name
-            target.write_text(text)
+            data = text.encode()
+            if file_name.endswith(".gz"):  # mtime 0: the same model gives the same bytes and sha256
+                data = gzip.compress(data, compresslevel=9, mtime=0)
+            target.write_bytes(data)
             target.chmod(0o644)
             out["trees"][file_name] = {"sha256": file_sha256(target), "bytes": target.stat().st_size}
     out = _jsonable(out)
@@ -296,8 +305,9 @@ def read_tree_texts(path: str | os.PathLike[str], manifest: dict[str, Any]) -> d
     for file_name, info in (manifest.get("trees") or {}).items():
         target = _verified(folder, file_name, info, "tree file")
         try:
-            texts[file_name] = target.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
+            data = target.read_bytes()
+            texts[file_name] = (gzip.decompress(data) if file_name.endswith(".gz") else data).decode()
+        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
             raise BundleError(f"tree file {target} cannot be read ({exc}); {RETRAIN_HINT}") from exc
     return texts
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import shutil
 
 import numpy as np
@@ -9,11 +11,13 @@ import pytest
 import torch
 from _model_fixtures import cached_table, shared_bundle, train_tiny
 
-from cryspnet_gen.bundle import BundleError, read_manifest
+from cryspnet_gen.bundle import BundleError, read_bundle, read_manifest, read_tree_texts, save_bundle
 from cryspnet_gen.featurize import FEATURIZER_SETTINGS
 from cryspnet_gen.predict import load_predictor
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES
 from cryspnet_gen.train import TrainConfig
+from cryspnet_gen.train.classifiers import collapse_stacks, uses_networks
+from cryspnet_gen.trees import compact_model_text
 
 TREES = {"tree_max_rounds": 25, "tree_num_leaves": 7, "tree_early_stopping": 5}
 
@@ -83,15 +87,55 @@ def test_tree_bundle_trains_and_predicts(tree_bundle, table):
 def test_stack_bundle_weights_and_temperatures(stack_bundle):
     manifest = read_manifest(stack_bundle)
     master = manifest["tasks"]["bravais"]["master"]
-    assert master["kind"] == "stack"
-    assert [p.get("kind", "network") for p in master["parts"]] == ["network", "lightgbm"]
-    assert sum(master["weights"]) == pytest.approx(1.0)
-    assert all(p["temperature"] > 0 for p in master["parts"])
-    assert manifest["calibration"]["bravais"]["master"] == master["temperature"]
-    sg = manifest["tasks"]["space_group"]["lattices"]["mP"]
-    assert sg["kind"] == "stack" and sg["temperature"] == manifest["calibration"]["space_group"]
+    assert manifest["calibration"]["bravais"]["master"] > 0
+    if master["kind"] == "stack":
+        assert [p.get("kind", "network") for p in master["parts"]] == ["network", "lightgbm"]
+        assert sum(master["weights"]) == pytest.approx(1.0)
+        assert sum(w > 0 for w in master["weights"]) == 2  # a one-part stack is collapsed
+        assert all(p["temperature"] > 0 for p in master["parts"])
+        assert manifest["calibration"]["bravais"]["master"] == master["temperature"]
+    else:  # the validation weights kept one part: stored as that part alone
+        assert master["kind"] in ("network", "lightgbm") and master["temperature"] > 0
+    for sg in manifest["tasks"]["space_group"]["lattices"].values():
+        assert sg["kind"] in ("stack", "network", "shared", "lightgbm", "prior")
+    used = {f for f in manifest["weights"]}
+    assert all((stack_bundle / f).exists() for f in used)
     p = load_predictor(path=stack_bundle).predict("NaCl", top_bravais=14)[0]
     assert sum(lat.probability for lat in p.lattices) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_collapse_stacks_keeps_the_calibrated_part():
+    part_a = {"kind": "network", "file": "a.safetensors", "temperature": 2.0}
+    part_b = {"kind": "lightgbm", "tree_file": "b.lgb.txt.gz", "temperature": 0.5}
+    sections = {
+        "bravais": {
+            "master": {"kind": "stack", "parts": [part_a, part_b], "weights": [0.0, 1.0], "temperature": 3.0}
+        },
+        "lattices": {
+            "mP": {"kind": "stack", "parts": [part_a, part_b], "weights": [0.4, 0.6], "temperature": 1.0}
+        },
+    }
+    assert collapse_stacks(sections) == ["bravais/master"]
+    assert sections["bravais"]["master"] == {**part_b, "temperature": 1.5}
+    assert sections["lattices"]["mP"]["kind"] == "stack"
+    assert uses_networks(sections["lattices"]["mP"]) and not uses_networks(sections["bravais"]["master"])
+
+
+def test_compact_tree_text_predicts_the_same(tree_bundle, table):
+    import lightgbm as lgb
+
+    _, X, _ = table
+    name = read_manifest(tree_bundle)["tasks"]["bravais"]["master"]["tree_file"]
+    text = gzip.decompress((tree_bundle / name).read_bytes()).decode()
+    assert "split_gain=" not in text  # already compact as saved
+    booster = lgb.Booster(model_str=text)
+    full = booster.model_to_string()
+    assert "split_gain=" in full
+    compact = compact_model_text(full)
+    assert len(compact) < 0.8 * len(full)
+    np.testing.assert_allclose(
+        lgb.Booster(model_str=compact).predict(X[:200]), booster.predict(X[:200]), rtol=0, atol=1e-12
+    )
 
 
 def test_calibration_keeps_the_order_of_a_single_model(tree_bundle, table):
@@ -109,8 +153,14 @@ def test_tampered_tree_file_is_refused(tree_bundle, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tree_bundle, copy)
     tree = copy / read_manifest(copy)["tasks"]["bravais"]["master"]["tree_file"]
-    text = tree.read_text()
-    tree.write_text(text.replace("leaf_value=", "leaf_value=1", 1)[: len(text)])
+    assert tree.name.endswith(".lgb.txt.gz")
+    text = gzip.decompress(tree.read_bytes()).decode()
+    tree.write_bytes(gzip.compress(text.replace("leaf_value=", "leaf_value=1", 1).encode()))
+    with pytest.raises(BundleError, match=r"corrupt or was modified|truncated or replaced"):
+        load_predictor(path=copy)
+    data = bytearray((tree_bundle / tree.name).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    tree.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="corrupt or was modified"):
         load_predictor(path=copy)
     tree.unlink()
@@ -169,3 +219,20 @@ def test_unknown_arch_is_refused():
     with pytest.raises(ValueError, match="Unknown arch"):
         TrainConfig(arch="transformer")  # type: ignore[arg-type]
     assert TrainConfig.preset("tiny", arch="stack").arch == "stack"
+
+
+def test_plain_text_tree_files_still_load(tree_bundle, tmp_path):
+    """Bundles written before trees were gzipped (``*.lgb.txt``) load and predict the same."""
+    manifest, tensors = read_bundle(tree_bundle)
+    texts = read_tree_texts(tree_bundle, manifest)
+    plain = {name.removesuffix(".gz"): text for name, text in texts.items()}
+    old = json.loads(json.dumps(manifest).replace(".lgb.txt.gz", ".lgb.txt"))
+    folder = save_bundle(tmp_path / "old", old, tensors, weights_dtype="float32", trees=plain)
+    assert sorted(p.name for p in folder.glob("*.lgb.txt")) == sorted(plain)
+    new = load_predictor(path=tree_bundle).predict(["NaCl", "CaTiO3"], top_bravais=14)
+    again = load_predictor(path=folder).predict(["NaCl", "CaTiO3"], top_bravais=14)
+    for a, b in zip(new, again, strict=True):
+        assert [lat.bravais for lat in a.lattices] == [lat.bravais for lat in b.lattices]
+        np.testing.assert_allclose(
+            [lat.probability for lat in a.lattices], [lat.probability for lat in b.lattices], atol=1e-6
+        )

@@ -8,6 +8,7 @@ weights on the validation rows and writes the bundle (:func:`cryspnet_gen.bundle
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +21,13 @@ from cryspnet_gen.bundle import WeightsDtype, read_bundle, save_bundle, storage_
 from cryspnet_gen.nn import Standardizer
 from cryspnet_gen.predict import Predictor
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES
-from cryspnet_gen.train.classifiers import calibrate_sections, stack_sections, tree_sections
+from cryspnet_gen.train.classifiers import (
+    calibrate_sections,
+    collapse_stacks,
+    stack_sections,
+    tree_sections,
+    uses_networks,
+)
 from cryspnet_gen.train.config import TrainConfig
 from cryspnet_gen.train.engine import Progress, torch_settings_of
 from cryspnet_gen.train.table import TrainingRows, frame_and_features, prepare_rows
@@ -33,6 +40,8 @@ from cryspnet_gen.train.tasks import (
     space_group_task,
     volume_task,
 )
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import os
@@ -144,6 +153,8 @@ def train_bundle(
     bravais_val = {model: va for model, (_, va) in bravais_rows.items()}
     base = Predictor(manifest, stored, check_features=False, trees=texts)
     manifest["calibration"] = _fit_classifiers(base, trees, X, rows, bravais_val, calibrate=config.calibrate)
+    tensors = _used_tensors(tasks, tensors)
+    stored = {f: stored[f] for f in tensors}
     predictor = Predictor(manifest, stored, check_features=False, trees=texts)
     manifest["metrics"] = {
         "validation": validation_metrics(predictor, X, rows, bravais_val, params),
@@ -203,9 +214,25 @@ def _fit_classifiers(
     if trees is not None:
         sections = stack_sections(sections, trees, proba, X, rows, bravais_val)
     calibration = calibrate_sections(sections, proba, X, rows, bravais_val) if calibrate else None
+    collapsed = collapse_stacks(sections)
+    if collapsed:
+        logger.info("stacks reduced to one part (weight 0 for the other): %s", ", ".join(collapsed))
     tasks["bravais"] = sections["bravais"]
     tasks["space_group"]["lattices"] = sections["lattices"]
+    if not any(uses_networks(e) for e in sections["lattices"].values()):
+        tasks["space_group"].update(file=None, shared=None)  # no space-group network left to store
     return calibration
+
+
+def _used_tensors(
+    tasks: dict[str, Any], tensors: dict[str, dict[str, torch.Tensor]]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The weight files the manifest's tasks still refer to (stacking may leave a network unused)."""
+    used = set(_files_of(tasks))
+    for entry in tasks["bravais"].values():
+        parts = entry["parts"] if entry.get("kind") == "stack" else [entry]
+        used.update(p["file"] for p in parts if uses_networks(p) and isinstance(p.get("file"), str))
+    return {f: t for f, t in tensors.items() if f in used}
 
 
 def _train_networks(

@@ -250,3 +250,36 @@ def calibrate_sections(
             sections["lattices"][lat]["temperature"] = temperature
         fitted["space_group"] = temperature
     return fitted
+
+
+def collapse_stacks(sections: dict[str, Any]) -> list[str]:
+    """Replace every stack whose validation-chosen weights leave one part alone by that part (in place).
+
+    The part keeps its calibration: tempering by the part's temperature and then the stack's equals tempering
+    once by their product. A bundle then stores (and runs) only the models its predictions use.
+
+    Returns
+    -------
+    list of str
+        The collapsed entries, ``"bravais/<model>"`` or ``"space_group/<lattice>"``.
+    """
+    collapsed = []
+    for section, label in (("bravais", "bravais"), ("lattices", "space_group")):
+        for key, entry in sections[section].items():
+            if entry.get("kind") != "stack":
+                continue
+            used = [i for i, w in enumerate(entry["weights"]) if w > 0.0]
+            if len(used) != 1:
+                continue
+            part = copy.deepcopy(entry["parts"][used[0]])
+            part["temperature"] = float(part.get("temperature", 1.0)) * float(entry.get("temperature", 1.0))
+            sections[section][key] = part
+            collapsed.append(f"{label}/{key}")
+    return collapsed
+
+
+def uses_networks(entry: dict[str, Any]) -> bool:
+    """Whether a class-model entry (or a part of it) runs a network (``kind`` network or shared)."""
+    if entry.get("kind") == "stack":
+        return any(uses_networks(part) for part in entry["parts"])
+    return entry.get("kind", "network") in ("network", "shared")

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cryspnet_gen.trees import compact_model_text
+
 if TYPE_CHECKING:
     from cryspnet_gen.train.config import TrainConfig
 
@@ -101,7 +103,7 @@ def fit_tree_classifier(
         callbacks=[lgb.early_stopping(config.tree_early_stopping, verbose=False)],
     )
     best = int(booster.best_iteration or booster.current_iteration())
-    text = booster.model_to_string(num_iteration=best)
+    text = compact_model_text(booster.model_to_string(num_iteration=best))
     score = booster.best_score.get("valid_0", {})
     fields = {
         "n_train": len(tr),
