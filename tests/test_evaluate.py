@@ -10,7 +10,14 @@ import pytest
 from _model_fixtures import cached_table, shared_bundle
 
 from cryspnet_gen import metrics as M
-from cryspnet_gen.evaluate import RandomForestBaseline, evaluate, joint_space_group_proba, predictor_outputs
+from cryspnet_gen.evaluate import (
+    LightGBMBaseline,
+    RandomForestBaseline,
+    calibration_table,
+    evaluate,
+    joint_space_group_proba,
+    predictor_outputs,
+)
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES, space_groups_of
 
 
@@ -72,7 +79,15 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, ob
     frame.loc[test_rows[40:], "split"] = "test_mp20"
     predictor = load_predictor(path=shared_bundle())
     out = tmp_path_factory.mktemp("report")
-    report = evaluate(predictor, frame, X, out_dir=out, rf_trees=10, ablation={"mp+cod": predictor})
+    report = evaluate(
+        predictor,
+        frame,
+        X,
+        out_dir=out,
+        rf_trees=10,
+        compare={"same": predictor},
+        ablation={"mp+cod": predictor},
+    )
     return out, report.data, frame
 
 
@@ -85,6 +100,14 @@ def test_report_files_and_numbers(report_dir: tuple[Path, dict, object]) -> None
         assert entry["n"] == (frame["split"] == split).sum()
         assert (out / f"confusion_{split}.png").stat().st_size > 1000
         assert (out / f"parity_{split}.png").stat().st_size > 1000
+        assert (out / f"reliability_{split}.png").stat().st_size > 1000
+        for model in (entry, entry["random_forest"], entry["lightgbm"]):
+            cal = model["calibration"]
+            assert 0 <= cal["bravais_ece"] <= 1 and 0 <= cal["space_group_ece"] <= 1
+            assert sum(cal["bravais_curve"]["count"]) == entry["n"]
+        assert entry["lightgbm"]["bravais"]["top1"] <= entry["lightgbm"]["bravais"]["top2"]
+        assert entry["compare"]["same"]["bravais"] == entry["bravais"]["master"]
+        assert entry["compare"]["same"]["calibration"]["bravais_ece"] == entry["calibration"]["bravais_ece"]
         b = entry["bravais"]
         for model in ("master", "random", "mode"):
             assert 0 <= b[model]["top1"] <= b[model]["top2"] <= 1
@@ -98,6 +121,8 @@ def test_report_files_and_numbers(report_dir: tuple[Path, dict, object]) -> None
         assert set(entry["lattice"]) <= set(BRAVAIS_LATTICES)
     md = (out / "evaluation.md").read_text()
     assert "Table 2 analogue" in md and "RandomForest" in md and "confusion_test_mp20.png" in md
+    assert "All models side by side" in md and "| LightGBM |" in md and "reliability_test_mp20.png" in md
+    assert data["lightgbm"]["rounds"]["bravais"] >= 1
 
 
 def test_model_beats_random_on_learnable_labels(report_dir: tuple[Path, dict, object]) -> None:
@@ -117,6 +142,49 @@ def test_random_forest_outputs_are_distributions() -> None:
     assert out.p_lattice.shape == (20, 14)
     assert np.allclose(out.p_lattice.sum(axis=1), 1)
     assert np.allclose(out.joint.sum(axis=1), 1)
+
+
+def test_lightgbm_baseline_learns_and_is_deterministic() -> None:
+    frame, X, _ = cached_table()
+    split = frame["split"].to_numpy()
+    tr, va = split == "train", split == "val"
+
+    def fit() -> LightGBMBaseline:
+        return LightGBMBaseline(seed=0, n_jobs=1, max_rounds=30).fit(
+            X[tr],
+            frame["bravais"][tr],
+            frame["space_group"][tr],
+            X[va],
+            frame["bravais"][va],
+            frame["space_group"][va],
+        )
+
+    gbm = fit()
+    out = gbm.outputs(X[va])
+    assert np.allclose(out.p_lattice.sum(axis=1), 1) and np.allclose(out.joint.sum(axis=1), 1)
+    y = np.array([BRAVAIS_LATTICES.index(b) for b in frame["bravais"][va]])
+    freq = M.class_frequencies(list(frame["bravais"][tr]), BRAVAIS_LATTICES)
+    assert M.topk_accuracy(out.p_lattice, y, 1) > M.mode_topk(freq, y, 1) + 0.1
+    assert np.array_equal(fit().outputs(X[va]).p_lattice, out.p_lattice)
+
+
+def test_calibration_table_of_an_overconfident_model() -> None:
+    """A model that always says 0.99 but is right half of the time has a top-1 ECE near 0.49."""
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 14, n)
+    guess = np.where(rng.random(n) < 0.5, y, (y + 1) % 14)
+    p = np.full((n, 14), 0.01 / 13)
+    p[np.arange(n), guess] = 0.99
+    cond = {
+        b: (list(space_groups_of(b)), np.full((n, len(space_groups_of(b))), 1 / len(space_groups_of(b))))
+        for b in BRAVAIS_LATTICES
+    }
+    from cryspnet_gen.evaluate import ModelOutputs
+
+    cal = calibration_table(ModelOutputs(p, cond), y, np.zeros(n, dtype=int))
+    assert cal["bravais_ece"] == pytest.approx(0.99 - np.mean(guess == y), abs=1e-9)
+    assert cal["bravais_curve"]["count"] == [n]
 
 
 def test_predictor_outputs_shapes() -> None:

@@ -93,6 +93,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not path:
             raise CLIError(f"--ablation takes POLICY=BUNDLE_DIR, got {spec!r}")
         ablation[policy] = load_predictor(path=path)
+    compare = {}
+    for spec in args.compare or []:
+        label, _, path = spec.partition("=")
+        if not label or not path:
+            raise CLIError(f"--compare takes LABEL=BUNDLE_DIR, e.g. trees=models/trees-bench, got {spec!r}")
+        compare[label] = load_predictor(path=path)
     report = evaluate(
         predictor,
         frame,
@@ -100,6 +106,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         random_forest=not args.no_rf,
         rf_trees=args.rf_trees,
+        lightgbm=not args.no_lightgbm,
+        compare=compare or None,
         ablation=ablation or None,
         seed=args.seed,
     )
@@ -168,6 +176,14 @@ def add_evaluate(subparsers: Any) -> None:
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--no-rf", action="store_true", help="skip the RandomForest baseline")
     p.add_argument("--rf-trees", type=positive_int, default=200, help="trees of the RandomForest baseline")
+    p.add_argument("--no-lightgbm", action="store_true", help="skip the LightGBM baseline")
+    p.add_argument(
+        "--compare",
+        action="append",
+        metavar="LABEL=DIR",
+        default=None,
+        help="another bundle of the bench split (e.g. another arch) scored side by side; repeatable",
+    )
     p.add_argument(
         "--ablation",
         action="append",
@@ -175,7 +191,9 @@ def add_evaluate(subparsers: Any) -> None:
         default=None,
         help="another bundle to score, e.g. mp+cod=DIR; repeatable (default: none)",
     )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="RandomForest seed")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the RandomForest and LightGBM baselines"
+    )
     p.add_argument("--max-rows", type=positive_int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 
