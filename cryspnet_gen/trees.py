@@ -101,9 +101,20 @@ def booster_summary(text: str) -> dict[str, Any]:
     return {"n_trees": n_trees, "n_outputs": _num_class_of(text)}
 
 
-def compact_model_text(text: str) -> str:
-    """LightGBM model text without the per-tree training statistics: the same predictions, half the bytes.
+def compact_model_text(text: str, *, leaf_digits: int = 7) -> str:
+    """LightGBM model text without the per-tree training statistics and with leaf values rounded.
 
-    Gain-based feature importances are lost with them (use permutation importance instead).
+    The split thresholds are kept exactly, so every row takes the same path through every tree; leaf values
+    rounded to ``leaf_digits`` significant digits move a raw score by at most ``5e-7`` of its size (7 digits),
+    far below anything a probability is reported with. About 0.4x the bytes of LightGBM's own text. Gain-based
+    feature importances are lost with the statistics (use permutation importance instead).
     """
-    return "\n".join(line for line in text.split("\n") if not line.startswith(_TRAINING_ONLY))
+    out = []
+    for line in text.split("\n"):
+        if line.startswith(_TRAINING_ONLY):
+            continue
+        if line.startswith("leaf_value="):
+            values = line[len("leaf_value=") :].split(" ")
+            line = "leaf_value=" + " ".join(f"{float(v):.{leaf_digits}g}" for v in values)
+        out.append(line)
+    return "\n".join(out)

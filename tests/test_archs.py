@@ -19,7 +19,12 @@ from cryspnet_gen.train import TrainConfig
 from cryspnet_gen.train.classifiers import collapse_stacks, uses_networks
 from cryspnet_gen.trees import compact_model_text
 
-TREES = {"tree_max_rounds": 25, "tree_num_leaves": 7, "tree_early_stopping": 5}
+TREES = {
+    "tree_max_rounds": 25,
+    "tree_num_leaves": 7,
+    "tree_early_stopping": 5,
+    "tree_space_group": {"tree_num_leaves": 3},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +75,8 @@ def test_tree_bundle_trains_and_predicts(tree_bundle, table):
     master = manifest["tasks"]["bravais"]["master"]
     assert master["kind"] == "lightgbm" and master["tree_file"] in manifest["trees"]
     assert manifest["tasks"]["space_group"]["lattices"]["mP"]["kind"] == "lightgbm"
+    assert manifest["tasks"]["space_group"]["lattices"]["mP"]["params"]["num_leaves"] == 3  # the overrides
+    assert master["params"]["num_leaves"] == 7
     assert not any(name.startswith("bravais") for name in manifest["weights"])  # no classifier networks
     val = manifest["metrics"]["validation"]
     train = frame[frame.split == "train"]
@@ -96,8 +103,11 @@ def test_stack_bundle_weights_and_temperatures(stack_bundle):
         assert manifest["calibration"]["bravais"]["master"] == master["temperature"]
     else:  # the validation weights kept one part: stored as that part alone
         assert master["kind"] in ("network", "lightgbm") and master["temperature"] > 0
-    for sg in manifest["tasks"]["space_group"]["lattices"].values():
-        assert sg["kind"] in ("stack", "network", "shared", "lightgbm", "prior")
+    referenced = set()
+    for entry in [*manifest["tasks"]["space_group"]["lattices"].values(), master]:
+        assert entry["kind"] in ("stack", "network", "shared", "lightgbm", "prior")
+        referenced |= {p["tree_file"] for p in entry.get("parts", [entry]) if p.get("kind") == "lightgbm"}
+    assert set(manifest.get("trees") or {}) == referenced  # no tree file that no prediction uses
     used = {f for f in manifest["weights"]}
     assert all((stack_bundle / f).exists() for f in used)
     p = load_predictor(path=stack_bundle).predict("NaCl", top_bravais=14)[0]
@@ -133,9 +143,11 @@ def test_compact_tree_text_predicts_the_same(tree_bundle, table):
     assert "split_gain=" in full
     compact = compact_model_text(full)
     assert len(compact) < 0.8 * len(full)
-    np.testing.assert_allclose(
-        lgb.Booster(model_str=compact).predict(X[:200]), booster.predict(X[:200]), rtol=0, atol=1e-12
-    )
+    raw, raw_compact = (b.predict(X[:200], raw_score=True) for b in (booster, lgb.Booster(model_str=compact)))
+    np.testing.assert_allclose(raw_compact, raw, rtol=1e-6, atol=1e-9)
+    assert [line for line in compact.split("\n") if line.startswith("threshold=")] == [
+        line for line in full.split("\n") if line.startswith("threshold=")
+    ]
 
 
 def test_calibration_keeps_the_order_of_a_single_model(tree_bundle, table):
@@ -219,6 +231,30 @@ def test_unknown_arch_is_refused():
     with pytest.raises(ValueError, match="Unknown arch"):
         TrainConfig(arch="transformer")  # type: ignore[arg-type]
     assert TrainConfig.preset("tiny", arch="stack").arch == "stack"
+    with pytest.raises(ValueError, match="tree_max_bin"):
+        TrainConfig(tree_max_bin=1)
+    with pytest.raises(ValueError, match="tree_lambda_l2"):
+        TrainConfig(tree_lambda_l2=-1.0)
+
+
+def test_tree_params_follow_the_config():
+    from cryspnet_gen.train.trees import tree_params
+
+    params = tree_params(TrainConfig(tree_max_bin=63, tree_lambda_l2=0.5, tree_num_leaves=15), 14, seed=3)
+    assert (params["max_bin"], params["lambda_l2"], params["num_leaves"], params["num_class"]) == (
+        63,
+        0.5,
+        15,
+        14,
+    )
+    assert tree_params(TrainConfig(), 2, seed=3)["objective"] == "binary"
+    config = TrainConfig(tree_num_leaves=255, tree_space_group={"tree_num_leaves": 31})
+    assert config.tree_num_leaves == 255 and config.for_space_groups().tree_num_leaves == 31
+    assert config.for_space_groups().tree_space_group == {}
+    with pytest.raises(ValueError, match="tree_\\* fields only"):
+        TrainConfig(tree_space_group={"num_leaves": 31})
+    with pytest.raises(ValueError, match="tree_num_leaves must be >= 1"):
+        TrainConfig(tree_space_group={"tree_num_leaves": 0})
 
 
 def test_plain_text_tree_files_still_load(tree_bundle, tmp_path):

@@ -154,6 +154,7 @@ def train_bundle(
     base = Predictor(manifest, stored, check_features=False, trees=texts)
     manifest["calibration"] = _fit_classifiers(base, trees, X, rows, bravais_val, calibrate=config.calibrate)
     tensors = _used_tensors(tasks, tensors)
+    texts = _used_trees(tasks, texts)
     stored = {f: stored[f] for f in tensors}
     predictor = Predictor(manifest, stored, check_features=False, trees=texts)
     manifest["metrics"] = {
@@ -222,6 +223,13 @@ def _fit_classifiers(
     if not any(uses_networks(e) for e in sections["lattices"].values()):
         tasks["space_group"].update(file=None, shared=None)  # no space-group network left to store
     return calibration
+
+
+def _used_trees(tasks: dict[str, Any], texts: dict[str, str]) -> dict[str, str]:
+    """The tree texts the manifest's tasks still refer to (a stack collapsed to its network drops its trees)."""
+    entries = [*tasks["bravais"].values(), *tasks["space_group"]["lattices"].values()]
+    used = {p["tree_file"] for e in entries for p in e.get("parts", [e]) if p.get("kind") == "lightgbm"}
+    return {f: t for f, t in texts.items() if f in used}
 
 
 def _used_tensors(

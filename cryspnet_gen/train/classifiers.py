@@ -76,19 +76,22 @@ def tree_sections(
         texts[file] = text
         bravais[model] = {"kind": "lightgbm", "tree_file": file, "classes": list(BRAVAIS_LATTICES), **fields}
     lattices: dict[str, Any] = {}
+    sg_config = config.for_space_groups()
     sg_ok = rows.space_group > 0
     for j, lat in enumerate(BRAVAIS_LATTICES):
         tr = np.flatnonzero(rows.train & sg_ok & (rows.bravais_idx == j))
         va = np.flatnonzero(rows.val & sg_ok & (rows.bravais_idx == j))
         groups = sorted(int(g) for g in np.unique(rows.space_group[tr]))
-        if len(groups) <= 1 or len(tr) < config.min_rows:
+        if len(groups) <= 1 or len(tr) < sg_config.min_rows:
             lattices[lat] = space_group_prior(lat, groups, rows.space_group[tr])
             continue
         index = {g: i for i, g in enumerate(groups)}
         target = np.asarray([index.get(int(g), -1) for g in rows.space_group])
         va = va[target[va] >= 0]
         file = f"space_group_{lat}{TREE_SUFFIX}"
-        text, fields = fit_tree_classifier(X, target, tr, va, len(groups), config, key=("space_group", lat))
+        text, fields = fit_tree_classifier(
+            X, target, tr, va, len(groups), sg_config, key=("space_group", lat)
+        )
         texts[file] = text
         lattices[lat] = {"kind": "lightgbm", "tree_file": file, "classes": groups, **fields}
     return bravais, lattices, texts
