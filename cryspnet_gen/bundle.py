@@ -61,7 +61,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE = "cryspnet-mp-v1"
+DEFAULT_BUNDLE = "cryspnet-mp-v2"
 FORMAT_NAME = "cryspnet-gen-bundle"
 FORMAT_VERSION = 2  # 2: tree files and calibration temperatures (version-1 bundles still load)
 MANIFEST = "manifest.json"
@@ -376,9 +376,16 @@ def render_readme(manifest: dict[str, Any]) -> str:
     calibration = m.get("calibration")
     if calibration:
         temps = ", ".join(f"{k} {_fmt(v)}" for k, v in calibration.get("bravais", {}).items())
+        per = list((calibration.get("space_group_per_lattice") or {}).values())
+        sg = _fmt(calibration.get("space_group"))
+        if per:
+            sg = (
+                _fmt(per[0])
+                if _fmt(min(per)) == _fmt(max(per))
+                else f"{_fmt(min(per))}-{_fmt(max(per))} per lattice"
+            )
         lines.append(
-            f"- calibration (temperatures fitted on the validation rows): Bravais {temps}; space groups "
-            f"{_fmt(calibration.get('space_group'))}"
+            f"- calibration (temperatures fitted on the validation rows): Bravais {temps}; space groups {sg}"
         )
     metrics = m.get("metrics", {})
     lines += ["", "## Validation metrics", ""]

@@ -94,13 +94,12 @@ def test_tree_bundle_trains_and_predicts(tree_bundle, table):
 def test_stack_bundle_weights_and_temperatures(stack_bundle):
     manifest = read_manifest(stack_bundle)
     master = manifest["tasks"]["bravais"]["master"]
-    assert manifest["calibration"]["bravais"]["master"] > 0
+    assert manifest["calibration"]["bravais"]["master"] == master["temperature"] > 0  # the one in effect
     if master["kind"] == "stack":
         assert [p.get("kind", "network") for p in master["parts"]] == ["network", "lightgbm"]
         assert sum(master["weights"]) == pytest.approx(1.0)
         assert sum(w > 0 for w in master["weights"]) == 2  # a one-part stack is collapsed
         assert all(p["temperature"] > 0 for p in master["parts"])
-        assert manifest["calibration"]["bravais"]["master"] == master["temperature"]
     else:  # the validation weights kept one part: stored as that part alone
         assert master["kind"] in ("network", "lightgbm") and master["temperature"] > 0
     referenced = set()
@@ -272,3 +271,17 @@ def test_plain_text_tree_files_still_load(tree_bundle, tmp_path):
         np.testing.assert_allclose(
             [lat.probability for lat in a.lattices], [lat.probability for lat in b.lattices], atol=1e-6
         )
+
+
+def test_large_batches_use_every_core_and_predict_the_same(tree_bundle, table):
+    from cryspnet_gen.trees import PARALLEL_ROWS
+
+    _, X, _ = table
+    predictor = load_predictor(path=tree_bundle)
+    entry = predictor.manifest["tasks"]["bravais"]["master"]
+    rows = np.resize(np.arange(len(X)), PARALLEL_ROWS + 10)
+    big = predictor.entry_probabilities(entry, X[rows])
+    small = np.concatenate(
+        [predictor.entry_probabilities(entry, X[rows[i : i + 100]]) for i in range(0, len(rows), 100)]
+    )
+    np.testing.assert_allclose(big, small, rtol=0, atol=1e-12)

@@ -171,7 +171,7 @@ def test_help_of_every_subcommand_shows_defaults(capsys):
         assert rc == 0 and "usage:" in out, path
     rc, out, _, _ = run(["generate", "--help"], capsys)
     assert "(default: 300)" in out and "(default: 60.0)" in out  # --steps, --timeout
-    assert "cryspnet-mp-v1" in out  # --model lists the shipped bundles
+    assert "cryspnet-mp-v2" in out  # --model lists the shipped bundles
     rc, out, _, _ = run(["templates", "build", "--help"], capsys)
     assert "12 min" in out and "MB" in out  # its cost
 

@@ -22,13 +22,27 @@ def test_default_bundle_is_shipped_and_loads() -> None:
 
 
 def test_bundles_are_small_and_documented() -> None:
+    total = 0
     for name in available_bundles():
         folder = MODELS / name
-        assert sum(f.stat().st_size for f in folder.iterdir()) <= 30 * 2**20
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        assert size <= 30 * 2**20
+        total += size
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["name"] == name
         readme = (folder / "README.md").read_text()
         assert manifest["split"] in readme
+    assert total <= 60 * 10**6  # the symmetry bundles together (issue 17's budget)
+
+
+def test_default_bundle_is_the_calibrated_v2_recipe() -> None:
+    predictor = load_predictor()
+    manifest = predictor.manifest
+    assert predictor.version == "2" and manifest["split"] == "full"
+    assert manifest["train_config"]["arch"] == "stack"
+    master = manifest["tasks"]["bravais"]["master"]
+    assert master["kind"] == "lightgbm" and 0.5 < master["temperature"] < 2.0
+    assert manifest["metrics"]["validation"]["bravais"]["master"]["top1"] > 0.6
 
 
 @pytest.mark.parametrize(("formula", "lattice"), [("NaCl", "cF"), ("Cu", "cF"), ("W", "cI"), ("Mg", "hP")])

@@ -182,7 +182,7 @@ def add_evaluate(subparsers: Any) -> None:
         action="append",
         metavar="LABEL=DIR",
         default=None,
-        help="another bundle of the bench split (e.g. another arch) scored side by side; repeatable",
+        help="another bundle of the bench split (e.g. another arch) scored side by side; repeatable (default: none)",
     )
     p.add_argument(
         "--ablation",

@@ -218,6 +218,12 @@ def _fit_classifiers(
     collapsed = collapse_stacks(sections)
     if collapsed:
         logger.info("stacks reduced to one part (weight 0 for the other): %s", ", ".join(collapsed))
+    if calibration is not None:  # the temperatures in effect (a collapsed stack multiplies two)
+        for model, entry in sections["bravais"].items():
+            calibration.setdefault("bravais", {})[model] = float(entry.get("temperature", 1.0))
+        calibration["space_group_per_lattice"] = {
+            lat: float(e["temperature"]) for lat, e in sections["lattices"].items() if "temperature" in e
+        }
     tasks["bravais"] = sections["bravais"]
     tasks["space_group"]["lattices"] = sections["lattices"]
     if not any(uses_networks(e) for e in sections["lattices"].values()):
