@@ -368,3 +368,22 @@ def test_compositions_and_empty_input(predictor):
     assert [p.error for p in out] == [None, None]
     assert isinstance(out[0].formula, str) and "Fe" in out[0].formula
     assert predictor.predict([]) == []
+
+
+def test_format_version_1_bundles_still_load(bundle, tmp_path):
+    """A version-1 bundle (networks only, no calibration, no arch: cryspnet-mp-v1 and the v1 cryspnet-bench)."""
+    old = _copy(bundle, tmp_path)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    manifest.pop("calibration", None)
+    manifest.pop("trees", None)
+    manifest["train_config"].pop("arch", None)
+    text = json.dumps(manifest)
+    assert '"kind": "lightgbm"' not in text
+    manifest = json.loads(text.replace('"temperature": ', '"_t": '))
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    [new] = load_predictor(path=bundle).predict(["NaCl"], top_bravais=14)
+    [again] = load_predictor(path=old).predict(["NaCl"], top_bravais=14)
+    assert again.error is None
+    assert sum(lat.probability for lat in again.lattices) == pytest.approx(1.0, abs=1e-6)
+    assert {lat.bravais for lat in again.lattices} == {lat.bravais for lat in new.lattices}
