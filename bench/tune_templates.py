@@ -45,6 +45,13 @@ GRIDS = {
         "w_prevalence": (0.0, 0.1),
         "p_floor": (1e-3, 1e-2),
     },
+    # after a new symmetry model (cryspnet-bench version 2, calibrated): how much weight its probabilities earn
+    "model-weight": {
+        "w_model": (0.25, 0.5, 1.0, 2.0),
+        "w_substitution": (1.0, 2.0, 4.0),
+        "w_prevalence": (0.0, 0.25),
+        "p_floor": (1e-3,),
+    },
 }
 OFFSETS = (-8.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 2.0)
 KS = (1, 5, 20)

@@ -1,8 +1,9 @@
 """Gradient-boosted tree classifiers stored as LightGBM's text model format (no pickle).
 
-A :class:`TreeClassifier` wraps a ``lightgbm.Booster`` read from the text a bundle stores (its sha256 is checked
-by :mod:`cryspnet_gen.bundle` before the text reaches here) and returns class probabilities. lightgbm is
-imported on first use, so bundles without trees never load it.
+A :class:`TreeClassifier` wraps a booster read from the text a bundle stores (its sha256 is checked by
+:mod:`cryspnet_gen.bundle` before the text reaches here) and returns class probabilities. It predicts through
+LightGBM's C library (:mod:`cryspnet_gen.lgbm_native`), loaded on first use, so bundles without trees never load
+it and none imports the ``lightgbm`` Python package (nor scikit-learn with it).
 """
 
 from __future__ import annotations
@@ -60,22 +61,21 @@ class TreeClassifier:
     """
 
     def __init__(self, text: str, *, n_classes: int, n_features: int, num_threads: int = 1) -> None:
-        import lightgbm as lgb
+        from cryspnet_gen.lgbm_native import NativeBooster, NativeLightGBMError
 
         try:
-            self.booster = lgb.Booster(model_str=text)
-        except (lgb.basic.LightGBMError, ValueError) as exc:
+            self.booster = NativeBooster(text)
+        except NativeLightGBMError as exc:
             raise TreeModelError(f"not a LightGBM text model ({exc})") from exc
-        n_class_model = int(self.booster.params.get("num_class", 1) or 1) if self.booster.params else 1
-        n_class_model = max(n_class_model, _num_class_of(text))
+        n_class_model = max(self.booster.num_class, _num_class_of(text))
         expected = 1 if n_classes == 2 else n_classes
         if n_class_model != expected:
             raise TreeModelError(
                 f"the model predicts {n_class_model} outputs, the manifest {n_classes} classes"
             )
-        if self.booster.num_feature() != n_features:
+        if self.booster.num_feature != n_features:
             raise TreeModelError(
-                f"the model uses {self.booster.num_feature()} features, the manifest {n_features}"
+                f"the model uses {self.booster.num_feature} features, the manifest {n_features}"
             )
         self.n_classes = int(n_classes)
         self.num_threads = int(num_threads)
@@ -84,9 +84,9 @@ class TreeClassifier:
         """Class probabilities ``(n, n_classes)`` in float64."""
         if not len(X):
             return np.zeros((0, self.n_classes))
-        out = np.asarray(self.booster.predict(X, num_threads=self._threads(len(X))), dtype=np.float64)
-        if self.n_classes == 2 and out.ndim == 1:
-            out = np.stack([1.0 - out, out], axis=1)
+        out = self.booster.predict(X, num_threads=self._threads(len(X)))
+        if self.n_classes == 2 and out.shape[1] == 1:
+            out = np.concatenate([1.0 - out, out], axis=1)
         return out.reshape(len(X), self.n_classes)
 
     def _threads(self, rows: int) -> int:
@@ -98,10 +98,7 @@ class TreeClassifier:
 
     def raw_scores(self, X: np.ndarray) -> np.ndarray:
         """Raw margins ``(n, n_classes)`` (before the softmax)."""
-        out = np.asarray(
-            self.booster.predict(X, raw_score=True, num_threads=self._threads(len(X))), dtype=np.float64
-        )
-        return out.reshape(len(X), -1)
+        return self.booster.predict(X, raw_score=True, num_threads=self._threads(len(X)))
 
 
 def _num_class_of(text: str) -> int:

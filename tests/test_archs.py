@@ -285,3 +285,30 @@ def test_large_batches_use_every_core_and_predict_the_same(tree_bundle, table):
         [predictor.entry_probabilities(entry, X[rows[i : i + 100]]) for i in range(0, len(rows), 100)]
     )
     np.testing.assert_allclose(big, small, rtol=0, atol=1e-12)
+
+
+def test_native_booster_predicts_like_the_lightgbm_package(tree_bundle, table):
+    import lightgbm as lgb
+
+    from cryspnet_gen.lgbm_native import NativeBooster, NativeLightGBMError
+    from cryspnet_gen.trees import TreeClassifier, TreeModelError
+
+    _, X, _ = table
+    manifest, _ = read_bundle(tree_bundle)
+    texts = read_tree_texts(tree_bundle, manifest)
+    for text in list(texts.values())[:3]:
+        native = NativeBooster(text)
+        package = lgb.Booster(model_str=text)
+        assert native.num_feature == package.num_feature() == X.shape[1]
+        want = package.predict(X[:300]).reshape(300, -1)
+        np.testing.assert_allclose(native.predict(X[:300]), want, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            native.predict(X[:300], raw_score=True, num_threads=2),
+            package.predict(X[:300], raw_score=True).reshape(300, -1),
+            rtol=0,
+            atol=1e-12,
+        )
+    with pytest.raises(NativeLightGBMError):
+        NativeBooster("not a model")
+    with pytest.raises(TreeModelError, match="not a LightGBM text model"):
+        TreeClassifier("tree\nversion=v4\n", n_classes=14, n_features=X.shape[1])
