@@ -28,16 +28,19 @@ __all__ = ["TemplateOption", "TemplateScoring", "build_option", "pair_probabilit
 class TemplateScoring:
     """Weights of the template score (log scale); see the module docstring.
 
-    The defaults were tuned with ``bench/tune_templates.py`` on 300 MP-20 and 200 MPTS-52 validation formulas
-    (none of them in a test set; each formula's own templates left out), maximising the mean of match@1 and
-    match@20: only the ratio ``w_substitution / w_model`` matters much (8 was best, 4 close), how common a
-    structure type is adds nothing (``w_prevalence`` 0), and CRYSPNet's own candidates rank best after the
-    templates (``cryspnet_offset`` -8; from -4 up they displaced better template candidates). Table in
-    ``docs/benchmarks.md``.
+    The defaults were tuned with ``bench/tune_templates.py`` on validation formulas only (none of them in a test
+    set; each formula's own templates left out), maximising the mean of match@1 and match@20; only the ratio
+    ``w_substitution / w_model`` matters. With the version-1 networks (300 MP-20 + 200 MPTS-52 formulas) 8 was
+    best; with the calibrated version-2 models (``cryspnet-bench`` 2; 200 + 100 formulas, ``--grid
+    model-weight``) 2 is best (objective 66.2 against 65.1 for 8): the better symmetry probabilities earn four
+    times the weight. Of the equivalent settings, 0.5 / 1 keeps template scores on the scale the CRYSPNet offset
+    was tuned on (with 1 / 2, poor templates fell below the best CRYSPNet score). How common a structure type is adds nothing (``w_prevalence`` 0), and CRYSPNet's own
+    candidates rank best after the templates (``cryspnet_offset`` -8; from -4 up they displaced better template
+    candidates). Tables in ``docs/benchmarks.md``.
     """
 
-    w_model: float = 0.25
-    w_substitution: float = 2.0
+    w_model: float = 0.5
+    w_substitution: float = 1.0
     w_prevalence: float = 0.0
     p_floor: float = 1e-3
     cryspnet_offset: float = -8.0
