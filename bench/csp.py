@@ -61,7 +61,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="output folder (default runs/csp/<set>-k<k>-seed<seed>...)")
     parser.add_argument("--seed", type=int, default=0, help="sample order and generate_candidates seed")
     parser.add_argument("--data-dir", help="data folder (default $CRYSPNET_GEN_DATA_DIR or ../shared/data)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model bundle, a shipped name or a folder (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model bundle, a shipped name or a folder (default {DEFAULT_MODEL})",
+    )
     parser.add_argument("--timeout", type=float, default=20.0, help="generation seconds per formula (20)")
     parser.add_argument("--timeout-per-group", type=float, default=5.0, help="seconds per space group (5)")
     parser.add_argument(
