@@ -338,6 +338,12 @@ def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | N
     return target
 
 
+_SPLIT_TEXT = {
+    "bench": "no formula of the MPTS-52 or MP-20 test sets in training or validation: for benchmarks",
+    "full": "all the data, test formulas included: the shipped default",
+}
+
+
 def render_readme(manifest: dict[str, Any]) -> str:
     """A human-readable README for a bundle, generated from its manifest."""
     m = manifest
@@ -350,7 +356,11 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "",
         "## Data",
         "",
-        f"- training split: `{m.get('split')}`; labels: `{m.get('labels', 'unknown')}`",
+        f"- training split: `{m.get('split')}` ({_SPLIT_TEXT.get(str(m.get('split')), 'see the manifest')}); "
+        f"labels: `{m.get('labels', 'unknown')}`",
+        "- built from Materials Project structures (CC BY 4.0: A. Jain et al., APL Materials 1, 011002, 2013; "
+        "https://materialsproject.org), plus COD labels (CC0) for the `mp+cod` and `experimental` label policies; "
+        "models trained on them are shared with this attribution",
         f"- created: {m.get('created')}; seed: {m.get('training', {}).get('seed')}",
         f"- features: {len(m.get('features', {}).get('labels', []))} composition features "
         f"(labels and featurizer settings in the manifest)",

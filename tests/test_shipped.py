@@ -31,7 +31,7 @@ def test_bundles_are_small_and_documented() -> None:
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["name"] == name
         readme = (folder / "README.md").read_text()
-        assert manifest["split"] in readme
+        assert manifest["split"] in readme and "CC BY 4.0" in readme
     assert total <= 60 * 10**6  # the symmetry bundles together (issue 17's budget)
 
 
