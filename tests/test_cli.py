@@ -449,3 +449,27 @@ def _cached_predictor(factory):
     if not _PREDICTOR:
         _PREDICTOR.append(factory())
     return _PREDICTOR[0]
+
+
+def test_train_arch_option_and_its_errors(tmp_path, capsys):
+    from cryspnet_gen.cli.train import train_config
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--out", str(tmp_path), "--preset", "shipped", "--arch", "lightgbm"])
+    config = train_config(args)
+    assert config.arch == "lightgbm" and config.tree_space_group["tree_num_leaves"] == 63
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", str(tmp_path), "--arch", "transformer"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) <= 2 and "invalid choice: 'transformer'" in err[-1] and "lightgbm" in err[-1]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"tree_space_group": {"num_leaves": 3}}')
+    assert main(["train", "--out", str(tmp_path), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and "bad.json" in err[0]
+        and "tree_* fields only" in err[0]
+        and "Traceback" not in err[0]
+    )

@@ -44,9 +44,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         unknown = set(overrides) - set(config.as_dict()) - {"@module", "@class", "@version"}
         if unknown:
             raise CLIError(f"{args.config}: unknown TrainConfig field(s) {sorted(unknown)}")
-        config = TrainConfig(
-            **{k: v for k, v in {**config.as_dict(), **overrides}.items() if not k.startswith("@")}
-        )
+        try:
+            config = TrainConfig(
+                **{k: v for k, v in {**config.as_dict(), **overrides}.items() if not k.startswith("@")}
+            )
+        except (TypeError, ValueError) as exc:
+            raise CLIError(f"{args.config}: {exc}; fix the value or leave the field out") from exc
     if args.arch is not None:
         config.arch = args.arch
     config.quiet = args.quiet
