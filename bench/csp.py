@@ -317,13 +317,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not args.verbose:
         logging.getLogger("cryspnet_gen.generate").setLevel(logging.ERROR)
+    from cryspnet_gen.cli.common import load_predictor_for
     from cryspnet_gen.csp import CspEvaluator, load_test_set, sample_references
-    from cryspnet_gen.predict import load_predictor
 
     started = time.monotonic()
     settings = _settings(args)
-    model = Path(args.model)
-    predictor = load_predictor(path=model) if model.is_dir() else load_predictor(args.model)
+    predictor = load_predictor_for(args)
     config = {
         "set": args.set,
         "model": args.model,

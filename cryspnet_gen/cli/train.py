@@ -83,25 +83,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cryspnet_gen.cli.common import load_predictor_for
     from cryspnet_gen.evaluate import evaluate
-    from cryspnet_gen.predict import load_predictor
     from cryspnet_gen.train import frame_and_features
 
     predictor = load_predictor_for(args)
     frame, X = frame_and_features(
         "bench", data_dir=args.data_dir, progress=not args.quiet, max_rows=args.max_rows
     )
-    ablation = {}
-    for spec in args.ablation or []:
-        policy, _, path = spec.partition("=")
-        if not path:
-            raise CLIError(f"--ablation takes POLICY=BUNDLE_DIR, got {spec!r}")
-        ablation[policy] = load_predictor(path=path)
-    compare = {}
-    for spec in args.compare or []:
-        label, _, path = spec.partition("=")
-        if not label or not path:
-            raise CLIError(f"--compare takes LABEL=BUNDLE_DIR, e.g. trees=models/trees-bench, got {spec!r}")
-        compare[label] = load_predictor(path=path)
+    ablation = _labelled_bundles(args.ablation, "--ablation takes POLICY=BUNDLE_DIR")
+    compare = _labelled_bundles(
+        args.compare, "--compare takes LABEL=BUNDLE_DIR, e.g. trees=models/trees-bench"
+    )
     report = evaluate(
         predictor,
         frame,
@@ -117,6 +108,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(report.markdown)
     print(f"report written to {args.out}")
     return 0
+
+
+def _labelled_bundles(specs: list[str] | None, usage: str) -> dict[str, Any]:
+    """``{label: Predictor}`` from repeated ``LABEL=BUNDLE_DIR`` option values."""
+    from cryspnet_gen.predict import load_predictor
+
+    bundles = {}
+    for spec in specs or []:
+        label, _, path = spec.partition("=")
+        if not label or not path:
+            raise CLIError(f"{usage}, got {spec!r}")
+        bundles[label] = load_predictor(path=path)
+    return bundles
 
 
 def add_train(subparsers: Any) -> None:

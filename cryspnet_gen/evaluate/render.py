@@ -34,6 +34,16 @@ def write_plots(
     ]
 
 
+def _save(fig: Any, path: Path, *, dpi: int) -> str:
+    """Lay out, write and close a figure; its file name."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path.name
+
+
 def _reliability_plot(out: Path, split: str, curves: dict[str, dict[str, Any]]) -> str:
     import matplotlib.pyplot as plt
 
@@ -57,11 +67,7 @@ def _reliability_plot(out: Path, split: str, curves: dict[str, dict[str, Any]]) 
         ax.set_ylabel("top-1 accuracy")
         ax.set_title(f"{title}, {TEST_NAMES[split]}", fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    name = f"reliability_{split}.png"
-    fig.savefig(out / name, dpi=100)
-    plt.close(fig)
-    return name
+    return _save(fig, out / f"reliability_{split}.png", dpi=100)
 
 
 def _confusion_plot(out: Path, split: str, master: ModelOutputs, y: np.ndarray) -> str:
@@ -89,11 +95,7 @@ def _confusion_plot(out: Path, split: str, master: ModelOutputs, y: np.ndarray) 
                     color="w" if norm[i, j] > 0.5 else "k",
                 )
     fig.colorbar(im, ax=ax, label="fraction of true row")
-    fig.tight_layout()
-    name = f"confusion_{split}.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out / f"confusion_{split}.png", dpi=110)
 
 
 def _parity_plot(out: Path, split: str, master: ModelOutputs, test: pd.DataFrame) -> str:
@@ -121,11 +123,7 @@ def _parity_plot(out: Path, split: str, master: ModelOutputs, test: pd.DataFrame
     for ax in axes.ravel()[len(panels) :]:
         ax.set_axis_off()
     fig.suptitle(f"Lattice parameters given the true lattice, {TEST_NAMES[split]} (x: true, y: predicted)")
-    fig.tight_layout()
-    name = f"parity_{split}.png"
-    fig.savefig(out / name, dpi=100)
-    plt.close(fig)
-    return name
+    return _save(fig, out / f"parity_{split}.png", dpi=100)
 
 
 def _pct(x: Any) -> str:

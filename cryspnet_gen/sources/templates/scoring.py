@@ -34,9 +34,10 @@ class TemplateScoring:
     best; with the calibrated version-2 models (``cryspnet-bench`` 2; 200 + 100 formulas, ``--grid
     model-weight``) 2 is best (objective 66.2 against 65.1 for 8): the better symmetry probabilities earn four
     times the weight. Of the equivalent settings, 0.5 / 1 keeps template scores on the scale the CRYSPNet offset
-    was tuned on (with 1 / 2, poor templates fell below the best CRYSPNet score). How common a structure type is adds nothing (``w_prevalence`` 0), and CRYSPNet's own
-    candidates rank best after the templates (``cryspnet_offset`` -8; from -4 up they displaced better template
-    candidates). Tables in ``docs/benchmarks.md``.
+    was tuned on (with 1 / 2, poor templates fell below the best CRYSPNet score). How common a structure type is
+    adds nothing (``w_prevalence`` 0), and CRYSPNet's own candidates rank best after the templates
+    (``cryspnet_offset`` -8; from -4 up they displaced better template candidates). Tables in
+    ``docs/benchmarks.md``.
     """
 
     w_model: float = 0.5
