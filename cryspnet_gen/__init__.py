@@ -15,10 +15,12 @@ __version__ = "0.1.0"
 __all__ = [
     "GenerateOptions",
     "__version__",
+    "explain_formula",
     "generate_candidates",
     "generate_many",
     "load_predictor",
     "read_candidates",
+    "similar_materials",
     "write_candidates",
 ]
 
@@ -29,9 +31,12 @@ _LAZY = {
     "GenerateOptions": ("cryspnet_gen.options", "GenerateOptions"),
     "write_candidates": ("cryspnet_gen.files", "write_candidates"),
     "read_candidates": ("cryspnet_gen.files", "read_candidates"),
+    "similar_materials": ("cryspnet_gen.explain.similar", "similar_materials"),
+    "explain_formula": ("cryspnet_gen.explain.similar", "explain_formula"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from cryspnet_gen.explain.similar import explain_formula, similar_materials
     from cryspnet_gen.files import read_candidates, write_candidates
     from cryspnet_gen.generate import generate_candidates, generate_many
     from cryspnet_gen.options import GenerateOptions

@@ -56,6 +56,7 @@ __all__ = [
     "render_readme",
     "save_bundle",
     "storage_tensors",
+    "update_manifest",
     "write_test_metrics",
 ]
 
@@ -312,6 +313,25 @@ def read_tree_texts(path: str | os.PathLike[str], manifest: dict[str, Any]) -> d
     return texts
 
 
+def update_manifest(path: str | os.PathLike[str], key: str, value: Any) -> Path:
+    """Set one top-level manifest entry of a bundle (atomically) and regenerate its README; weights untouched.
+
+    Returns
+    -------
+    Path
+        The manifest file.
+    """
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    manifest[key] = _jsonable(value)
+    target = folder / MANIFEST
+    tmp = target.with_name(MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(target)
+    (folder / "README.md").write_text(render_readme(manifest))
+    return target
+
+
 def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | None) -> Path:
     """Store test metrics in a bundle's manifest and regenerate its README; the weights are untouched.
 
@@ -327,15 +347,9 @@ def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | N
     Path
         The manifest file.
     """
-    folder = Path(path)
-    manifest = read_manifest(folder)
-    manifest.setdefault("metrics", {})["test"] = _jsonable(metrics)
-    target = folder / MANIFEST
-    tmp = target.with_name(MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(target)
-    (folder / "README.md").write_text(render_readme(manifest))
-    return target
+    stored = dict(read_manifest(Path(path)).get("metrics") or {})
+    stored["test"] = _jsonable(metrics)
+    return update_manifest(path, "metrics", stored)
 
 
 _SPLIT_TEXT = {
@@ -428,6 +442,17 @@ def render_readme(manifest: dict[str, Any]) -> str:
         json.dumps(test, indent=1) if test else "not evaluated yet",
         "```",
     ]
+    weights = m.get("feature_weights")
+    if weights:
+        lines += [
+            "",
+            "## Feature weights (similar materials)",
+            "",
+            f"`feature_weights` in the manifest: {weights.get('method', 'permutation importance')} on "
+            f"{weights.get('n_rows', '?')} validation compounds, {weights.get('n_repeats', '?')} shuffles each; "
+            "`cryspnet-gen similar` compares compounds in the standardized features scaled by them "
+            "(written by `cryspnet-gen interpret --save-weights`).",
+        ]
     lines += [
         "",
         "## Use",

@@ -475,6 +475,46 @@ class Predictor:
             mean, std = task.proba(self._features(X))
         return [int(g) for g in task.classes], mean, std
 
+    def space_group_classes(self, bravais: str) -> list[int]:
+        """The space groups ``bravais``'s model ranks (its columns in :meth:`space_group_probabilities`)."""
+        return [int(g) for g in self._space_group[self._check_bravais(bravais)].classes]
+
+    def feature_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of each feature over the bundle's training rows, ``(d,)`` each.
+
+        They are the volume network's standardization buffers (every bundle has that network), so they need no
+        data folder.
+        """
+        member = self._volume_members()[0]
+        return (
+            member.standardizer.mean.detach().cpu().numpy().astype(np.float64),
+            member.standardizer.std.detach().cpu().numpy().astype(np.float64),
+        )
+
+    def hidden_representation(self, X: np.ndarray) -> np.ndarray:
+        """The volume networks' last hidden layer, members side by side: ``(n, sum of widths)``.
+
+        It is the one learned representation every bundle has for every compound (the classifiers may be trees
+        or subset networks); :mod:`cryspnet_gen.explain` compares it with feature space.
+        """
+        import torch
+
+        X = self._features(X)
+        members = []
+        with torch_threads(self.num_threads), torch.no_grad():
+            for member in self._volume_members():
+                chunks = [
+                    member.trunk(member.standardizer(torch.as_tensor(X[start : start + _CHUNK]))).numpy()
+                    for start in range(0, max(len(X), 1), _CHUNK)
+                ]
+                members.append(np.concatenate(chunks))
+        return np.concatenate(members, axis=1)
+
+    def _volume_members(self) -> list[Any]:
+        ensemble = self._volume.ensemble
+        assert ensemble is not None  # a bundle always has a volume network
+        return list(ensemble.members)
+
     def lattice_parameter_members(self, X: np.ndarray, bravais: str) -> np.ndarray:
         """Per-member lattice parameters ``(n_members, n, k)`` for ``bravais`` (NaN when not modelled)."""
         task = self._lattice[self._check_bravais(bravais)]

@@ -6,7 +6,8 @@ input, 1 for a failure inside a command), with the traceback only under ``--verb
 ``-q/--quiet`` are accepted anywhere on the line. Results go to stdout; progress, notes and errors to stderr.
 
 One module per command group adds its subcommands (``add_subcommands``) and holds their functions:
-:mod:`~.featurize`, :mod:`~.data`, :mod:`~.train` (train, evaluate), :mod:`~.predict`, :mod:`~.generate`,
+:mod:`~.featurize`, :mod:`~.data`, :mod:`~.train` (train, evaluate), :mod:`~.predict`, :mod:`~.explain`
+(similar, explain, interpret), :mod:`~.generate`,
 :mod:`~.templates`; the workflow commands (submit, run, status, results) come from
 :mod:`cryspnet_gen.workflows.cli`. :mod:`~.common` holds what they share.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from cryspnet_gen import __version__
 from cryspnet_gen.arguments import ArgumentParser, HelpFormatter, split_global_flags
-from cryspnet_gen.cli import data, featurize, generate, predict, templates, train
+from cryspnet_gen.cli import data, explain, featurize, generate, predict, templates, train
 from cryspnet_gen.cli.common import CLIError
 
 __all__ = ["CLIError", "build_parser", "main", "run_command"]
@@ -30,7 +31,7 @@ __all__ = ["CLIError", "build_parser", "main", "run_command"]
 logger = logging.getLogger("cryspnet_gen")
 
 #: The command groups, in the order ``cryspnet-gen --help`` lists them (the workflow commands come last).
-COMMAND_GROUPS = (featurize, data, train, predict, generate, templates)
+COMMAND_GROUPS = (featurize, data, train, predict, explain, generate, templates)
 
 
 class _ShowDefaults:

@@ -105,9 +105,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ablation=ablation or None,
         seed=args.seed,
     )
+    if not args.no_interpret:
+        _interpret_into(report, predictor, args)
     print(report.markdown)
     print(f"report written to {args.out}")
     return 0
+
+
+def _interpret_into(report: Any, predictor: Any, args: argparse.Namespace) -> None:
+    """Add the interpretability report (importance, material map) to the evaluation folder and link it."""
+    from cryspnet_gen.explain.report import interpret
+    from cryspnet_gen.explain.similar import resolve_library
+
+    extra = interpret(
+        predictor,
+        resolve_library(),
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        rows=args.importance_rows,
+        queries=2000,
+        map_sample=20000,
+        seed=args.seed,
+    )
+    report.markdown += (
+        "\n## Interpretability\n\n"
+        f"Permutation importance on {extra.importance.settings['n_rows']} validation compounds, the representations "
+        "compared and the material map: [interpretability.md](interpretability.md).\n\n"
+        "![permutation importance](importance.png)\n"
+    )
+    report.write(args.out)
 
 
 def _labelled_bundles(specs: list[str] | None, usage: str) -> dict[str, Any]:
@@ -197,6 +223,14 @@ def add_evaluate(subparsers: Any) -> None:
         metavar="POLICY=DIR",
         default=None,
         help="another bundle to score, e.g. mp+cod=DIR; repeatable (default: none)",
+    )
+    p.add_argument(
+        "--no-interpret",
+        action="store_true",
+        help="skip the interpretability part (permutation importance, material map: ~15 min)",
+    )
+    p.add_argument(
+        "--importance-rows", type=positive_int, default=1000, help="validation compounds for the importance"
     )
     p.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of the RandomForest and LightGBM baselines"
