@@ -45,6 +45,7 @@ __all__ = [
     "MANIFEST",
     "RETRAIN_HINT",
     "TREE_SUFFIX",
+    "Z_PRIOR_FILE",
     "BundleError",
     "available_bundles",
     "bundles_root",
@@ -53,11 +54,13 @@ __all__ = [
     "read_bundle",
     "read_manifest",
     "read_tree_texts",
+    "read_z_prior_text",
     "render_readme",
     "save_bundle",
     "storage_tensors",
     "update_manifest",
     "write_test_metrics",
+    "write_z_prior",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,10 @@ WeightsDtype = Literal["float32", "float16"]
 TREE_SUFFIX = ".lgb.txt.gz"
 #: Suffixes a bundle's tree files may have.
 TREE_SUFFIXES = (".lgb.txt", ".lgb.txt.gz")
+
+
+#: The Z prior file of a bundle (:mod:`cryspnet_gen.zprior`).
+Z_PRIOR_FILE = "z_prior.json.gz"
 
 
 class BundleError(ValueError):
@@ -332,6 +339,42 @@ def update_manifest(path: str | os.PathLike[str], key: str, value: Any) -> Path:
     return target
 
 
+def read_z_prior_text(path: str | os.PathLike[str], manifest: dict[str, Any]) -> str | None:
+    """The Z-prior JSON a bundle lists under ``z_prior`` (None for bundles without one), sha256-checked.
+
+    Raises
+    ------
+    BundleError
+        If the file is missing, corrupt or not gzipped text.
+    """
+    info = manifest.get("z_prior")
+    if not info:
+        return None
+    target = _verified(Path(path), str(info.get("file", Z_PRIOR_FILE)), info, "Z prior")
+    try:
+        return gzip.decompress(target.read_bytes()).decode()
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+        raise BundleError(f"Z prior {target} cannot be read ({exc}); {RETRAIN_HINT}") from exc
+
+
+def write_z_prior(path: str | os.PathLike[str], text: str, *, source: str) -> Path:
+    """Store a Z prior (:class:`cryspnet_gen.zprior.ZPrior` JSON) in a bundle: the gzipped file, then its sha256
+    and ``source`` (which rows it counts) in the manifest."""
+    folder = Path(path)
+    read_manifest(folder)  # a bundle, before anything is written
+    target = folder / Z_PRIOR_FILE
+    tmp = target.with_name(Z_PRIOR_FILE + ".tmp")
+    tmp.write_bytes(gzip.compress(text.encode(), mtime=0))
+    tmp.replace(target)
+    info = {
+        "file": Z_PRIOR_FILE,
+        "sha256": file_sha256(target),
+        "bytes": target.stat().st_size,
+        "source": source,
+    }
+    return update_manifest(folder, "z_prior", info)
+
+
 def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | None) -> Path:
     """Store test metrics in a bundle's manifest and regenerate its README; the weights are untouched.
 
@@ -475,6 +518,19 @@ def render_readme(manifest: dict[str, Any]) -> str:
     ]
     for fname, info in m.get("weights", {}).items():
         lines.append(f"| {fname} | {info.get('bytes')} | {info.get('dtype')} | `{info.get('sha256')}` |")
+    for fname, info in (m.get("trees") or {}).items():
+        lines.append(f"| {fname} | {info.get('bytes')} | LightGBM text | `{info.get('sha256')}` |")
+    z_prior = m.get("z_prior")
+    if z_prior:
+        lines.append(
+            f"| {z_prior.get('file')} | {z_prior.get('bytes')} | JSON (gzip) | `{z_prior.get('sha256')}` |"
+        )
+        lines += [
+            "",
+            f"`{z_prior.get('file')}`: how many formula units per conventional cell (Z) known crystals have, per "
+            f"space group and formula type, counted on {z_prior.get('source')} (Materials Project data, CC BY "
+            "4.0); CRYSPNet candidates try the most frequent compatible Z first (`cryspnet-gen data z-prior`).",
+        ]
     lines += ["", "Package versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), ""]
     return "\n".join(lines)
 

@@ -30,6 +30,7 @@ from cryspnet_gen.bundle import (
     bundles_root,
     read_bundle,
     read_tree_texts,
+    read_z_prior_text,
 )
 from cryspnet_gen.formula import BravaisModel, subset_mask
 from cryspnet_gen.records import LatticePrediction, Prediction
@@ -240,6 +241,8 @@ class Predictor:
     trees
         Tree file name -> LightGBM model text (:func:`cryspnet_gen.bundle.read_tree_texts`), for bundles whose
         classifiers are trees or stacks.
+    z_prior
+        The bundle's Z prior as JSON (:func:`cryspnet_gen.bundle.read_z_prior_text`), if it has one.
 
     Raises
     ------
@@ -255,8 +258,10 @@ class Predictor:
         path: str | os.PathLike[str] | None = None,
         check_features: bool = True,
         trees: dict[str, str] | None = None,
+        z_prior: str | None = None,
     ) -> None:
         from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES, space_groups_of
+        from cryspnet_gen.zprior import ZPrior
 
         self.manifest = manifest
         self.path = None if path is None else Path(path)
@@ -269,6 +274,14 @@ class Predictor:
         self.num_threads: int | None = 1
         self.bravais_lattices: tuple[str, ...] = tuple(BRAVAIS_LATTICES)
         where = self.path if self.path is not None else f"bundle {self.name!r}"
+        #: Z per (space group, formula) counted on the bundle's training rows (None for older bundles: CRYSPNet
+        #: candidates then try the smallest compatible Z first).
+        self.z_prior: ZPrior | None = None
+        if z_prior is not None:
+            try:
+                self.z_prior = ZPrior.from_json(z_prior)
+            except ValueError as exc:
+                raise BundleError(f"{where}: Z prior unreadable ({exc}); {RETRAIN_HINT}") from exc
         if check_features:
             self._check_features(where)
         tasks = manifest["tasks"]
@@ -556,6 +569,25 @@ class Predictor:
             raise ValueError(f"Unknown {bravais=}; choose from {self.bravais_lattices}")
         return bravais
 
+    def _formula_units(self, formulas: Sequence[str], good: np.ndarray) -> list[Any]:
+        """The formula unit of each good row (None elsewhere, and for every row without a Z prior)."""
+        if self.z_prior is None:
+            return [None] * len(formulas)
+        from cryspnet_gen.formula import formula_unit
+
+        units: list[Any] = []
+        for formula, ok in zip(formulas, good, strict=True):
+            try:
+                units.append(formula_unit(formula, 10_000) if ok else None)
+            except ValueError:
+                units.append(None)
+        return units
+
+    def _z_ranking(self, fu: Any, groups: Sequence[int]) -> list[list[int]]:
+        if self.z_prior is None or fu is None:
+            return []
+        return [self.z_prior.ranking(int(g), fu) for g in groups]
+
     # -- the public entry point ----------------------------------------------------------------------
 
     def predict(
@@ -687,6 +719,7 @@ class Predictor:
                 "finite": (np.isfinite(cell).all(axis=1) & np.isfinite(cell_std).all(axis=1)).tolist(),
             }
 
+        units = self._formula_units(formulas, good)
         out: list[Prediction] = []
         meta: dict[str, Any] = {"model": model, "bundle": self.name, "bundle_version": self.version}
         pb_mean_l, pb_std_l, order_l = pb_mean.tolist(), pb_std.tolist(), order.tolist()
@@ -711,6 +744,7 @@ class Predictor:
                         parameters_std=dict(zip(d["names"], _none_if_nan(d["p_std"][r]), strict=True)),
                         cell=d["cell"][r] if d["finite"][r] else None,
                         cell_std=d["cell_std"][r] if d["finite"][r] else None,
+                        z_ranking=self._z_ranking(units[i], d["groups"][r]),
                     )
                 )
             out.append(
@@ -737,7 +771,13 @@ class Predictor:
 def _load_cached(resolved: str, stamp: tuple[int, int]) -> Predictor:
     # ``stamp`` (the manifest's mtime and size) makes a bundle rewritten in place load afresh.
     manifest, tensors = read_bundle(resolved)
-    predictor = Predictor(manifest, tensors, path=resolved, trees=read_tree_texts(resolved, manifest))
+    predictor = Predictor(
+        manifest,
+        tensors,
+        path=resolved,
+        trees=read_tree_texts(resolved, manifest),
+        z_prior=read_z_prior_text(resolved, manifest),
+    )
     logger.info("loaded %r", predictor)
     return predictor
 

@@ -62,6 +62,10 @@ class LatticePrediction(MSONable):
     cell, cell_std
         Full conventional cell ``[a, b, c, alpha, beta, gamma]`` (hR in hexagonal axes) from
         ``symmetry.from_parameters``, and its std across ensemble members; ``None`` when unknown.
+    z_ranking
+        Per space group (aligned with ``space_groups``): the formula units per conventional cell that known
+        crystals of that group and formula type have, most frequent first (:mod:`cryspnet_gen.zprior`); empty
+        when the bundle has no Z prior.
     """
 
     bravais: str
@@ -74,6 +78,13 @@ class LatticePrediction(MSONable):
     parameters_std: dict[str, float | None] = field(default_factory=dict)
     cell: list[float] | None = None
     cell_std: list[float] | None = None
+    z_ranking: list[list[int]] = field(default_factory=list)
+
+    def z_ranking_of(self, space_group: int) -> list[int]:
+        """The Z ranking of one of this lattice's groups (empty when unknown)."""
+        if space_group in self.space_groups and len(self.z_ranking) == len(self.space_groups):
+            return list(self.z_ranking[self.space_groups.index(space_group)])
+        return []
 
 
 @dataclass

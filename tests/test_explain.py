@@ -364,3 +364,19 @@ def test_interpret_writes_the_report(tmp_path) -> None:
     weights = report.model["feature_weights"]["weights"]
     assert len(weights) == len(feature_labels()) and all(v >= 0 for v in weights.values())
     json.loads((tmp_path / "interpretability.json").read_text())
+
+
+@pytest.mark.slow
+def test_evaluate_adds_the_interpretability_report(tmp_path) -> None:
+    import argparse
+
+    from cryspnet_gen.cli.train import add_interpretability
+    from cryspnet_gen.evaluate import EvaluationReport
+    from cryspnet_gen.predict import load_predictor
+
+    report = EvaluationReport({"model": {}}, "# Evaluation\n")
+    args = argparse.Namespace(out=str(tmp_path), data_dir=None, importance_rows=30, map_sample=0, seed=0)
+    add_interpretability(report, load_predictor(path=shared_bundle()), args)
+    text = (tmp_path / "evaluation.md").read_text()
+    assert text.startswith("# Evaluation") and "## Interpretability" in text and "importance.png" in text
+    assert (tmp_path / "importance.png").is_file() and (tmp_path / "interpretability.md").is_file()

@@ -1,4 +1,4 @@
-"""``cryspnet-gen data build``: the labelled tables and splits from the open data."""
+"""``cryspnet-gen data build`` (the labelled tables and splits from the open data) and ``data z-prior``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from cryspnet_gen.arguments import non_negative_int, positive_int
-from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES, subcommand
+from cryspnet_gen.arguments import existing_dir, non_negative_int, positive_int
+from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES, CLIError, subcommand
 
-__all__ = ["add_subcommands", "cmd_data_build"]
+__all__ = ["add_subcommands", "cmd_data_build", "cmd_z_prior"]
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
@@ -55,8 +55,35 @@ def add_build(subparsers: Any) -> None:
     b.set_defaults(func=cmd_data_build)
 
 
+def cmd_z_prior(args: argparse.Namespace) -> int:
+    from cryspnet_gen.bundle import read_manifest
+    from cryspnet_gen.train import frame_and_features
+    from cryspnet_gen.train.assemble import add_z_prior
+
+    split = read_manifest(args.model).get("split")
+    if split not in ("bench", "full"):
+        raise CLIError(f"{args.model}: a Z prior needs a bundle of the bench or full split, not {split!r}")
+    frame, _ = frame_and_features(split, data_dir=args.data_dir, progress=not args.quiet)
+    path = add_z_prior(args.model, frame)
+    print(f"Z prior ({read_manifest(args.model)['z_prior']['source']}) stored in {path.parent}")
+    return 0
+
+
+def add_z_prior_command(subparsers: Any) -> None:
+    z = subcommand(
+        subparsers,
+        "z-prior",
+        "count formula units per cell (Z) by space group and formula type on a bundle's training rows and store "
+        "them in the bundle (what CRYSPNet candidates try first)",
+    )
+    z.add_argument("--model", required=True, type=existing_dir, metavar="DIR", help="bundle folder")
+    z.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    z.set_defaults(func=cmd_z_prior)
+
+
 def add_subcommands(subparsers: Any) -> None:
     """Add ``data`` (and its action ``build``) to the ``cryspnet-gen`` subparsers."""
     p = subcommand(subparsers, "data", "build the labelled tables and splits from the open data")
     actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     add_build(actions)
+    add_z_prior_command(actions)

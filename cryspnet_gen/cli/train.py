@@ -18,7 +18,7 @@ from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES, CLIError, add
 if TYPE_CHECKING:
     from cryspnet_gen.train import TrainConfig
 
-__all__ = ["PRESETS", "add_subcommands", "cmd_evaluate", "cmd_train", "train_config"]
+__all__ = ["PRESETS", "add_interpretability", "add_subcommands", "cmd_evaluate", "cmd_train", "train_config"]
 
 #: The names ``TrainConfig.preset`` knows (tests/test_cli.py checks that they agree).
 PRESETS = ("default", "fast", "shipped", "shipped-mlp", "tiny")
@@ -106,13 +106,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if not args.no_interpret:
-        _interpret_into(report, predictor, args)
+        add_interpretability(report, predictor, args)
     print(report.markdown)
     print(f"report written to {args.out}")
     return 0
 
 
-def _interpret_into(report: Any, predictor: Any, args: argparse.Namespace) -> None:
+def add_interpretability(report: Any, predictor: Any, args: argparse.Namespace) -> None:
     """Add the interpretability report (importance, material map) to the evaluation folder and link it."""
     from cryspnet_gen.explain.report import interpret
     from cryspnet_gen.explain.similar import resolve_library
@@ -124,7 +124,7 @@ def _interpret_into(report: Any, predictor: Any, args: argparse.Namespace) -> No
         data_dir=args.data_dir,
         rows=args.importance_rows,
         queries=2000,
-        map_sample=20000,
+        map_sample=args.map_sample,
         seed=args.seed,
     )
     report.markdown += (
@@ -231,6 +231,9 @@ def add_evaluate(subparsers: Any) -> None:
     )
     p.add_argument(
         "--importance-rows", type=positive_int, default=1000, help="validation compounds for the importance"
+    )
+    p.add_argument(
+        "--map-sample", type=non_negative_int, default=20000, help="training compounds on the map (0: no map)"
     )
     p.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of the RandomForest and LightGBM baselines"

@@ -149,7 +149,9 @@ def material_map(
 
 
 def _share(counter: Counter, n: int, top: int, fmt: Any = str) -> str:
-    return ", ".join(f"{fmt(k)} {100 * v / n:.0f}%" for k, v in counter.most_common(top))
+    """The ``top`` most common values with their share, ties in value order (so the text is reproducible)."""
+    common = sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0])))[:top]
+    return ", ".join(f"{fmt(k)} {100 * v / n:.0f}%" for k, v in common)
 
 
 def summarise_clusters(points: pd.DataFrame) -> pd.DataFrame:
@@ -168,7 +170,10 @@ def summarise_clusters(points: pd.DataFrame) -> pd.DataFrame:
                 "space groups": _share(
                     Counter(members["space_group"]), n, 2, lambda g: f"{space_group_symbol(int(g))} ({g})"
                 ),
-                "elements": ", ".join(f"{e} {100 * c / n:.0f}%" for e, c in elements.most_common(4)),
+                "elements": ", ".join(
+                    f"{e} {100 * c / n:.0f}%"
+                    for e, c in sorted(elements.items(), key=lambda kv: (-kv[1], kv[0]))[:4]
+                ),
                 "anonymous": _share(Counter(members["anonymous"]), n, 2),
                 "examples": ", ".join(members["formula"].iloc[nearest]),
                 "x": float(centre[0]),

@@ -161,9 +161,35 @@ def train_bundle(
         "validation": validation_metrics(predictor, X, rows, bravais_val, params),
         "test": None,
     }
-    return save_bundle(
+    path = save_bundle(
         Path(out_dir) / name, manifest, tensors, weights_dtype=weights_dtype, overwrite=overwrite, trees=texts
     )
+    if "z" in frame.columns:
+        add_z_prior(path, frame)
+    return path
+
+
+def add_z_prior(bundle_dir: str | os.PathLike[str], frame: pd.DataFrame) -> Path:
+    """Count Z per (space group, formula type) on a training frame and store the counts in a bundle.
+
+    The rows counted: ``train`` only when the frame has test rows (a ``bench`` split: validation formulas stay
+    unseen, as for the models), else ``train`` and ``val`` (the ``full`` split: all the data). Rows without a Z
+    (labels without a structure) are skipped.
+    """
+    from cryspnet_gen.bundle import write_z_prior
+    from cryspnet_gen.zprior import ZPrior
+
+    split = frame["split"].astype(str)
+    bench = split.str.startswith("test").any()
+    keep = split.isin(["train"] if bench else ["train", "val"]).to_numpy() & frame["z"].notna().to_numpy()
+    rows = frame[keep]
+    prior = ZPrior.from_rows(rows["formula"], rows["space_group"].astype(int), rows["z"].astype(int))
+    which = (
+        "train rows (bench split: no validation or test formula)"
+        if bench
+        else "train + val rows (all the data)"
+    )
+    return write_z_prior(bundle_dir, prior.to_json(), source=f"{prior.rows} {which}")
 
 
 def _tree_tasks(

@@ -152,22 +152,27 @@ def compatible(space_group: int, counts: tuple[int, ...]) -> bool:
     return solve(0, tuple(n for _, n in fixed))
 
 
-def z_options(space_group: int, fu: FormulaUnit, max_atoms: int) -> list[int]:
-    """The Z values to try, smallest first: the smallest values whose ``Z x counts`` fit the group's Wyckoff
-    positions with ``Z x n_fu <= max_atoms`` (at most two).
+def z_options(space_group: int, fu: FormulaUnit, max_atoms: int, ranking: Sequence[int] = ()) -> list[int]:
+    """The Z values to try (at most two), in order: the Wyckoff-compatible values with ``Z x n_fu <= max_atoms``.
 
-    The smallest compatible Z is the true one for 88.6 % of MP-20 and 71.8 % of MPTS-52 validation structures
-    (in their true group), and the true Z is among the first two for 97.9 % / 94.6 %; the Z closest to the
-    predicted cell's volume scores 72.5 % / 69.8 % first and 84.0 % / 84.4 % within two
-    (``bench/z_choice.py``, docs/benchmarks.md): the lattice-parameter networks are too rough to count formula
-    units, while known prototypes use the smallest Z their Wyckoff positions allow (SrTiO3 in Pm-3m: Z = 1).
+    ``ranking`` is the bundle's Z prior for this group and formula type (``LatticePrediction.z_ranking``, known
+    crystals' most frequent Z first, :mod:`cryspnet_gen.zprior`): its compatible values come first, in its order,
+    then the smallest compatible values. Without a ranking (older bundles) the smallest compatible values come
+    first. Given the true group, the prior puts the true Z first for 86.9% of validation formulas, the smallest
+    value for 74.8% (``bench/z_prior.py``, docs/benchmarks.md); the Z closest to the predicted cell's volume is
+    worse than either (``bench/z_choice.py``): the lattice-parameter networks are too rough to count formula units.
     """
-    out = []
-    for z in range(1, max_atoms // fu.n_atoms + 1):
-        if compatible(space_group, tuple(c * z for c in fu.counts)):
+    max_z = max_atoms // fu.n_atoms
+    out = [
+        z
+        for z in dict.fromkeys(int(z) for z in ranking)
+        if 1 <= z <= max_z and compatible(space_group, tuple(c * z for c in fu.counts))
+    ][:_Z_CHOICES]
+    for z in range(1, max_z + 1):
+        if len(out) == _Z_CHOICES:
+            break
+        if z not in out and compatible(space_group, tuple(c * z for c in fu.counts)):
             out.append(z)
-            if len(out) == _Z_CHOICES:
-                break
     return out
 
 
@@ -299,13 +304,15 @@ def plan_cells(
     cell: Sequence[float] | None,
     predicted_volume_per_atom: float | None,
     max_atoms: int,
+    z_ranking: Sequence[int] = (),
 ) -> CellPlan:
-    """The :class:`CellPlan` of a pair from its predicted cell and the predicted volume per atom."""
+    """The :class:`CellPlan` of a pair from its predicted cell, the predicted volume per atom and the bundle's Z
+    ranking for the pair (see :func:`z_options`)."""
     notes: list[str] = []
     shape, predicted = cell_shape(bravais, cell, notes)
     vpa = volume_per_atom(predicted_volume_per_atom, fu, notes)
     z_est = float(conventional_volume(shape)) / (vpa * fu.n_atoms) if predicted else None
-    zs = z_options(space_group, fu, max_atoms)
+    zs = z_options(space_group, fu, max_atoms, z_ranking)
     return CellPlan(shape, predicted, vpa, z_est, tuple(zs), tuple(notes))
 
 

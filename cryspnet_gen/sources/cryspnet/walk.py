@@ -127,7 +127,13 @@ def _try_pair(
     sg = pair.space_group
     lat = pair.lattice
     plan = plan_cells(
-        fu, sg, pair.bravais, lat.cell if lat is not None else None, pred.volume_per_atom, opts.max_atoms
+        fu,
+        sg,
+        pair.bravais,
+        lat.cell if lat is not None else None,
+        pred.volume_per_atom,
+        opts.max_atoms,
+        lat.z_ranking_of(sg) if lat is not None else (),
     )
     notes = [*pair.notes, *plan.notes]
     zs, z_est = plan.zs, plan.z_estimate
