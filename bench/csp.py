@@ -77,6 +77,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-minutes", type=float, help="stop starting new formulas after this many minutes"
     )
+    parser.add_argument(
+        "--z-rule",
+        choices=("smallest", "prior"),
+        default="smallest",
+        help="Z tried first by CRYSPNet candidates",
+    )
     parser.add_argument("--shard", default="0/1", help="I/M: evaluate formulas I, I+M, I+2M, ... (0/1)")
     parser.add_argument(
         "--no-save-candidates",
@@ -137,6 +143,7 @@ def _settings(args: argparse.Namespace) -> Any:
         relax_steps=args.relax_steps,
         source=args.source,
         templates=None if args.templates is None else str(Path(args.templates).resolve()),
+        z_rule=args.z_rule,
     )
 
 
@@ -279,8 +286,11 @@ def _saved_candidates(args: argparse.Namespace, formulas: list[str]) -> dict[str
         return {}
     old = json.loads((folder / "config.json").read_text())["settings"]
     mine = dataclasses.asdict(_settings(args))
-    keys = ("seed", "model", "max_atoms", "timeout", "timeout_per_group")
-    if any(old.get(key) != mine.get(key) for key in keys) or old.get("k", 0) < args.k:
+    defaults = dataclasses.asdict(
+        type(_settings(args))()
+    )  # settings added later: runs before them had the default
+    keys = ("seed", "model", "max_atoms", "timeout", "timeout_per_group", "z_rule")
+    if any(old.get(key, defaults[key]) != mine.get(key) for key in keys) or old.get("k", 0) < args.k:
         sys.exit(
             f"{folder} was generated with other settings ({ {key: old.get(key) for key in keys} }); pass --reuse"
         )

@@ -485,17 +485,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
         json.dumps(test, indent=1) if test else "not evaluated yet",
         "```",
     ]
-    weights = m.get("feature_weights")
-    if weights:
-        lines += [
-            "",
-            "## Feature weights (similar materials)",
-            "",
-            f"`feature_weights` in the manifest: {weights.get('method', 'permutation importance')} on "
-            f"{weights.get('n_rows', '?')} validation compounds, {weights.get('n_repeats', '?')} shuffles each; "
-            "`cryspnet-gen similar` compares compounds in the standardized features scaled by them "
-            "(written by `cryspnet-gen interpret --save-weights`).",
-        ]
+    lines += _feature_weights_section(m)
     lines += [
         "",
         "## Use",
@@ -510,12 +500,28 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "",
         f"`cryspnet-gen train --split {m.get('split')} --out DIR` (see `cryspnet-gen train --help`); the",
         "training configuration used here is stored under `train_config` in the manifest.",
-        "",
-        "## Files",
-        "",
-        "| file | bytes | dtype | sha256 |",
-        "|---|---|---|---|",
     ]
+    lines += _files_section(m)
+    return "\n".join(lines)
+
+
+def _feature_weights_section(m: dict[str, Any]) -> list[str]:
+    weights = m.get("feature_weights")
+    if not weights:
+        return []
+    return [
+        "",
+        "## Feature weights (similar materials)",
+        "",
+        f"`feature_weights` in the manifest: {weights.get('method', 'permutation importance')} on "
+        f"{weights.get('n_rows', '?')} validation compounds, {weights.get('n_repeats', '?')} shuffles each; "
+        "`cryspnet-gen similar` compares compounds in the standardized features scaled by them "
+        "(written by `cryspnet-gen interpret --save-weights`).",
+    ]
+
+
+def _files_section(m: dict[str, Any]) -> list[str]:
+    lines = ["", "## Files", "", "| file | bytes | dtype | sha256 |", "|---|---|---|---|"]
     for fname, info in m.get("weights", {}).items():
         lines.append(f"| {fname} | {info.get('bytes')} | {info.get('dtype')} | `{info.get('sha256')}` |")
     for fname, info in (m.get("trees") or {}).items():
@@ -532,7 +538,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
             "4.0); CRYSPNet candidates try the most frequent compatible Z first (`cryspnet-gen data z-prior`).",
         ]
     lines += ["", "Package versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _describe_class_model(entry: dict[str, Any]) -> str:

@@ -136,3 +136,21 @@ def test_add_z_prior_counts_only_training_rows_of_a_bench_frame(tmp_path) -> Non
     assert info["source"].startswith("2 train rows")
     add_z_prior(bundle, frame[frame["split"] != "test_mp20"])  # a full split: train and val rows
     assert read_manifest(bundle)["z_prior"]["source"].startswith("3 train + val rows")
+
+
+def test_generation_uses_the_prior_only_when_asked(tmp_path) -> None:
+    from cryspnet_gen.generate import generate_candidates
+    from cryspnet_gen.predict import load_predictor
+
+    bundle = tmp_path / "with-prior"
+    shutil.copytree(shared_bundle(), bundle)
+    # known P2_1/c AB crystals with Z = 8: a value the smallest-first rule never tries (it tries 2, then 4)
+    write_z_prior(bundle, ZPrior.from_rows(["FeS"] * 3, [14] * 3, [8] * 3).to_json(), source="test rows")
+    predictor = load_predictor(path=bundle)
+    common = {"k": 1, "space_groups": [14], "source": "cryspnet", "predictor": predictor, "timeout": None}
+    [smallest] = generate_candidates("MnS", **common)
+    [prior] = generate_candidates("MnS", z_rule="prior", **common)
+    assert smallest.z in (2, 4) and prior.z == 8
+    assert len(prior.structure) == 16
+    with pytest.raises(ValueError, match="z_rule"):
+        generate_candidates("MnS", z_rule="largest", **common)

@@ -50,6 +50,7 @@ OPTION_ARGS = {
     "seed": "seed",
     "model": "bravais_model",
     "max_atoms": "max_atoms",
+    "z_rule": "z_rule",
     "space_groups": "space_group",
     "timeout": "timeout",
     "relax": "relax",
@@ -159,6 +160,13 @@ def add_subcommands(subparsers: Any) -> None:
     )
     p.add_argument(
         "--max-atoms", type=positive_int, default=DEFAULT_MAX_ATOMS, help="largest conventional cell to build"
+    )
+    p.add_argument(
+        "--z-rule",
+        choices=["smallest", "prior"],
+        default=None,
+        help="formula units per cell tried first by CRYSPNet candidates: the smallest the Wyckoff positions "
+        "allow, or the bundle's Z prior (the most frequent in known crystals; default: smallest)",
     )
     p.add_argument(
         "--space-group",

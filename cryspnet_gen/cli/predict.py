@@ -59,7 +59,6 @@ def structure_cells(preds: list[Prediction], frame: pd.DataFrame, max_atoms: int
             lat.cell if lat is not None else None,
             pred.volume_per_atom,
             max_atoms,
-            lat.z_ranking_of(int(row.space_group)) if lat is not None else (),
         )
         if not plan.zs:
             continue

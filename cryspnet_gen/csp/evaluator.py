@@ -116,6 +116,8 @@ class CspSettings:
         has no candidate) or ``"both"`` (the two merged, as ``generate_candidates(source="both")`` does).
     templates
         The template store folder (for ``"templates"`` and ``"both"``).
+    z_rule
+        ``GenerateOptions.z_rule``: which Z CRYSPNet candidates try first (``"smallest"`` or ``"prior"``).
     """
 
     k: int = 20
@@ -129,6 +131,7 @@ class CspSettings:
     relax_fmax: float = 0.1
     source: str = "cryspnet"
     templates: str | None = None
+    z_rule: str = "smallest"
 
     def generate_options(self) -> GenerateOptions:
         """The :class:`~cryspnet_gen.options.GenerateOptions` these settings generate with (validated)."""
@@ -141,6 +144,7 @@ class CspSettings:
             timeout_per_group=self.timeout_per_group,
             source=self.source,  # type: ignore[arg-type]
             templates=self.templates,
+            z_rule=self.z_rule,  # type: ignore[arg-type]
             known=False,  # a benchmark formula's own structure must never be looked up
         )
 

@@ -158,9 +158,11 @@ def z_options(space_group: int, fu: FormulaUnit, max_atoms: int, ranking: Sequen
     ``ranking`` is the bundle's Z prior for this group and formula type (``LatticePrediction.z_ranking``, known
     crystals' most frequent Z first, :mod:`cryspnet_gen.zprior`): its compatible values come first, in its order,
     then the smallest compatible values. Without a ranking (older bundles) the smallest compatible values come
-    first. Given the true group, the prior puts the true Z first for 86.9% of validation formulas, the smallest
-    value for 74.8% (``bench/z_prior.py``, docs/benchmarks.md); the Z closest to the predicted cell's volume is
-    worse than either (``bench/z_choice.py``): the lattice-parameter networks are too rough to count formula units.
+    first (``GenerateOptions.z_rule="smallest"``, the default). Given the true group, the prior puts the true Z
+    first for 86.9% of validation formulas, the smallest value for 74.8% (``bench/z_prior.py``,
+    docs/benchmarks.md), but random Wyckoff placement builds the true structure no more often with it; the Z
+    closest to the predicted cell's volume is worse than either (``bench/z_choice.py``): the lattice-parameter
+    networks are too rough to count formula units.
     """
     max_z = max_atoms // fu.n_atoms
     out = [

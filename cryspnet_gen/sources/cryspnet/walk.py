@@ -133,7 +133,7 @@ def _try_pair(
         lat.cell if lat is not None else None,
         pred.volume_per_atom,
         opts.max_atoms,
-        lat.z_ranking_of(sg) if lat is not None else (),
+        lat.z_ranking_of(sg) if lat is not None and opts.z_rule == "prior" else (),
     )
     notes = [*pair.notes, *plan.notes]
     zs, z_est = plan.zs, plan.z_estimate
