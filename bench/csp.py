@@ -83,6 +83,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="smallest",
         help="Z tried first by CRYSPNet candidates",
     )
+    parser.add_argument(
+        "--wyckoff",
+        choices=("auto", "random", "prior"),
+        default="auto",
+        help="orbits of CRYSPNet candidates (auto: the bundle's Wyckoff prior when it has one)",
+    )
     parser.add_argument("--shard", default="0/1", help="I/M: evaluate formulas I, I+M, I+2M, ... (0/1)")
     parser.add_argument(
         "--no-save-candidates",
@@ -144,6 +150,7 @@ def _settings(args: argparse.Namespace) -> Any:
         source=args.source,
         templates=None if args.templates is None else str(Path(args.templates).resolve()),
         z_rule=args.z_rule,
+        wyckoff=args.wyckoff,
     )
 
 
@@ -289,7 +296,7 @@ def _saved_candidates(args: argparse.Namespace, formulas: list[str]) -> dict[str
     defaults = dataclasses.asdict(
         type(_settings(args))()
     )  # settings added later: runs before them had the default
-    keys = ("seed", "model", "max_atoms", "timeout", "timeout_per_group", "z_rule")
+    keys = ("seed", "model", "max_atoms", "timeout", "timeout_per_group", "z_rule", "wyckoff")
     if any(old.get(key, defaults[key]) != mine.get(key) for key in keys) or old.get("k", 0) < args.k:
         sys.exit(
             f"{folder} was generated with other settings ({ {key: old.get(key) for key in keys} }); pass --reuse"

@@ -53,12 +53,14 @@ __all__ = [
     "package_versions",
     "read_bundle",
     "read_manifest",
+    "read_part_text",
     "read_tree_texts",
     "read_z_prior_text",
     "render_readme",
     "save_bundle",
     "storage_tensors",
     "update_manifest",
+    "write_part",
     "write_test_metrics",
     "write_z_prior",
 ]
@@ -339,40 +341,53 @@ def update_manifest(path: str | os.PathLike[str], key: str, value: Any) -> Path:
     return target
 
 
-def read_z_prior_text(path: str | os.PathLike[str], manifest: dict[str, Any]) -> str | None:
-    """The Z-prior JSON a bundle lists under ``z_prior`` (None for bundles without one), sha256-checked.
+def read_part_text(path: str | os.PathLike[str], manifest: dict[str, Any], key: str) -> str | None:
+    """The gzipped JSON part a bundle lists under ``key`` (``z_prior``, ``wyckoff_prior``), sha256-checked; None
+    for bundles without it.
 
     Raises
     ------
     BundleError
         If the file is missing, corrupt or not gzipped text.
     """
-    info = manifest.get("z_prior")
+    info = manifest.get(key)
     if not info:
         return None
-    target = _verified(Path(path), str(info.get("file", Z_PRIOR_FILE)), info, "Z prior")
+    kind = {"z_prior": "Z prior", "wyckoff_prior": "Wyckoff prior"}.get(key, key.replace("_", " "))
+    target = _verified(Path(path), str(info.get("file", f"{key}.json.gz")), info, kind)
     try:
         return gzip.decompress(target.read_bytes()).decode()
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
-        raise BundleError(f"Z prior {target} cannot be read ({exc}); {RETRAIN_HINT}") from exc
+        raise BundleError(f"{kind} {target} cannot be read ({exc}); {RETRAIN_HINT}") from exc
 
 
-def write_z_prior(path: str | os.PathLike[str], text: str, *, source: str) -> Path:
-    """Store a Z prior (:class:`cryspnet_gen.zprior.ZPrior` JSON) in a bundle: the gzipped file, then its sha256
-    and ``source`` (which rows it counts) in the manifest."""
+def write_part(path: str | os.PathLike[str], key: str, text: str, *, source: str) -> Path:
+    """Store a gzipped JSON part in a bundle (``<key>.json.gz``), then its sha256 and ``source`` (which rows it
+    counts) in the manifest under ``key``."""
     folder = Path(path)
     read_manifest(folder)  # a bundle, before anything is written
-    target = folder / Z_PRIOR_FILE
-    tmp = target.with_name(Z_PRIOR_FILE + ".tmp")
+    file_name = f"{key}.json.gz"
+    target = folder / file_name
+    tmp = target.with_name(file_name + ".tmp")
     tmp.write_bytes(gzip.compress(text.encode(), mtime=0))
     tmp.replace(target)
     info = {
-        "file": Z_PRIOR_FILE,
+        "file": file_name,
         "sha256": file_sha256(target),
         "bytes": target.stat().st_size,
         "source": source,
     }
-    return update_manifest(folder, "z_prior", info)
+    return update_manifest(folder, key, info)
+
+
+def read_z_prior_text(path: str | os.PathLike[str], manifest: dict[str, Any]) -> str | None:
+    """The Z-prior JSON of a bundle (:func:`read_part_text` of ``z_prior``)."""
+    return read_part_text(path, manifest, "z_prior")
+
+
+def write_z_prior(path: str | os.PathLike[str], text: str, *, source: str) -> Path:
+    """Store a Z prior (:class:`cryspnet_gen.zprior.ZPrior` JSON) in a bundle (:func:`write_part`)."""
+    return write_part(path, "z_prior", text, source=source)
 
 
 def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | None) -> Path:
@@ -526,6 +541,11 @@ def _files_section(m: dict[str, Any]) -> list[str]:
         lines.append(f"| {fname} | {info.get('bytes')} | {info.get('dtype')} | `{info.get('sha256')}` |")
     for fname, info in (m.get("trees") or {}).items():
         lines.append(f"| {fname} | {info.get('bytes')} | LightGBM text | `{info.get('sha256')}` |")
+    wyckoff = m.get("wyckoff_prior")
+    if wyckoff:
+        lines.append(
+            f"| {wyckoff.get('file')} | {wyckoff.get('bytes')} | JSON (gzip) | `{wyckoff.get('sha256')}` |"
+        )
     z_prior = m.get("z_prior")
     if z_prior:
         lines.append(
@@ -536,6 +556,13 @@ def _files_section(m: dict[str, Any]) -> list[str]:
             f"`{z_prior.get('file')}`: how many formula units per conventional cell (Z) known crystals have, per "
             f"space group and formula type, counted on {z_prior.get('source')} (Materials Project data, CC BY "
             "4.0); CRYSPNet candidates try the most frequent compatible Z first (`cryspnet-gen data z-prior`).",
+        ]
+    if wyckoff:
+        lines += [
+            "",
+            f"`{wyckoff.get('file')}`: the Wyckoff orbits (letters per element) known crystals of each space group "
+            f"and formula type occupy, counted on {wyckoff.get('source')} (Materials Project data, CC BY 4.0); "
+            'CRYSPNet candidates use them with `wyckoff="prior"` (`cryspnet-gen data z-prior`).',
         ]
     lines += ["", "Package versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), ""]
     return lines

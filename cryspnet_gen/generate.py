@@ -130,6 +130,7 @@ def generate_candidates(
         When no source gave a structure; ``.skipped`` lists each pair tried and why it failed.
     """
     opts = GenerateOptions.from_keywords(options, k=k, **overrides)
+    opts, predictor = options_with_priors(opts, predictor)
     source, store = resolve_source(opts)
     fu = formula_unit(formula, opts.max_atoms)
     (pred,) = predict_all_pairs(predictor, [formula], opts.model)
@@ -165,6 +166,7 @@ def generate_many(
         For bad options (not for bad formulas).
     """
     opts = GenerateOptions.from_keywords(options, k=k, **overrides)
+    opts, predictor = options_with_priors(opts, predictor)
     source, store = resolve_source(opts)
     items = [str(f) for f in formulas]
     results: list[GenerationResult | None] = [None] * len(items)
@@ -220,6 +222,32 @@ def resolve_source(opts: GenerateOptions) -> tuple[str, TemplateStore | None]:
             "build one with 'cryspnet-gen templates build --from ../shared/data --out STORE'"
         )
     return source, store
+
+
+def options_with_priors(
+    opts: GenerateOptions, predictor: Predictor | None
+) -> tuple[GenerateOptions, Predictor | None]:
+    """``opts`` with the bundle's Wyckoff prior filled in when ``wyckoff`` is ``"prior"`` or ``"auto"`` (the
+    predictor is loaded then if it was None).
+
+    Raises
+    ------
+    ValueError
+        When ``wyckoff="prior"`` and the bundle has no Wyckoff prior (``"auto"`` then uses random orbits).
+    """
+    if opts.wyckoff == "random" or opts.wyckoff_prior is not None:
+        return opts, predictor
+    from cryspnet_gen.predict import load_predictor
+
+    predictor = predictor if predictor is not None else load_predictor()
+    if predictor.wyckoff_prior is None:
+        if opts.wyckoff == "auto":
+            return opts, predictor
+        raise ValueError(
+            f"wyckoff='prior' needs a bundle with a Wyckoff prior; {predictor.name!r} has none (add one with "
+            "`cryspnet-gen data z-prior --model DIR`)"
+        )
+    return opts.replace(wyckoff_prior=predictor.wyckoff_prior), predictor
 
 
 def candidates_for(

@@ -32,6 +32,7 @@ __all__ = [
     "Isolation",
     "Relax",
     "Source",
+    "WyckoffRule",
     "ZRule",
     "can_use_alarm",
 ]
@@ -55,6 +56,7 @@ DEFAULT_THREADS = 1
 Isolation = Literal["auto", "signal", "process"]
 Source = Literal["cryspnet", "templates", "both"]
 ZRule = Literal["smallest", "prior"]
+WyckoffRule = Literal["auto", "random", "prior"]
 Relax = Literal["chgnet"]
 
 
@@ -104,6 +106,12 @@ class GenerateOptions:
         (86.9% vs 74.8% of validation formulas in their true group) but, with random Wyckoff placement, did not
         build more true structures (MP-20 validation, 300 formulas, k=1/20: 32.3/45.3% vs 32.3/48.0%;
         docs/benchmarks.md), so it is opt-in.
+    wyckoff, wyckoff_prior
+        Which Wyckoff orbits CRYSPNet candidates put the atoms on: ``"prior"``: the assignments known crystals of
+        the group and formula type use, most frequent first (:mod:`cryspnet_gen.wyckoffprior`), then random
+        orbits; ``"random"``: pyxtal's random choice (the paper's approach); ``"auto"`` (the default): the prior
+        when the bundle has one. ``wyckoff_prior`` is that table, filled from the bundle by
+        :func:`cryspnet_gen.generate.generate_candidates` when left ``None``.
     isolation
         How a pyxtal attempt is stopped at its time limit: ``"signal"`` (SIGALRM, main thread only),
         ``"process"`` (a child process that is killed) or ``"auto"`` (signal where possible).
@@ -137,6 +145,8 @@ class GenerateOptions:
     timeout_per_group: float | None = DEFAULT_TIMEOUT_PER_GROUP
     min_distance_factor: float = DEFAULT_MIN_DISTANCE_FACTOR
     z_rule: ZRule = "smallest"
+    wyckoff: WyckoffRule = "auto"
+    wyckoff_prior: Any = dataclasses.field(default=None, compare=False, repr=False)
     isolation: Isolation = "auto"
     relax: Relax | None = None
     relax_steps: int = DEFAULT_RELAX_STEPS
@@ -171,7 +181,12 @@ class GenerateOptions:
         if not 0 < float(self.min_distance_factor) <= 1.5:
             raise ValueError(f"min_distance_factor must be in (0, 1.5], got {self.min_distance_factor!r}")
         put("min_distance_factor", float(self.min_distance_factor))
-        for name, literal in (("isolation", Isolation), ("model", BravaisModel), ("z_rule", ZRule)):
+        for name, literal in (
+            ("isolation", Isolation),
+            ("model", BravaisModel),
+            ("z_rule", ZRule),
+            ("wyckoff", WyckoffRule),
+        ):
             value = getattr(self, name)
             if value not in get_args(literal):
                 raise ValueError(f"Unknown {name}={value!r}; choose from {get_args(literal)}")
@@ -201,6 +216,10 @@ class GenerateOptions:
                     f"none of space_groups={list(self.space_groups)} belongs to bravais={lattices}"
                 )
             put("bravais", tuple(lattices))
+        if self.wyckoff_prior is not None and not hasattr(self.wyckoff_prior, "assignments"):
+            raise ValueError(
+                f"wyckoff_prior must be a WyckoffPrior or None, got {type(self.wyckoff_prior).__name__}"
+            )
         if not isinstance(self.known, (bool, np.bool_)):
             raise ValueError(f"known must be True or False, got {self.known!r}")
         if isinstance(self.templates, os.PathLike):

@@ -29,8 +29,8 @@ from cryspnet_gen.bundle import (
     available_bundles,
     bundles_root,
     read_bundle,
+    read_part_text,
     read_tree_texts,
-    read_z_prior_text,
 )
 from cryspnet_gen.formula import BravaisModel, subset_mask
 from cryspnet_gen.records import LatticePrediction, Prediction
@@ -203,6 +203,16 @@ class _RegressionTask:
         return None
 
 
+def _read_prior(kind: Any, text: str | None, what: str) -> Any:
+    """``kind.from_json(text)`` (None for None), a :class:`BundleError` naming ``what`` when unreadable."""
+    if text is None:
+        return None
+    try:
+        return kind.from_json(text)
+    except ValueError as exc:
+        raise BundleError(f"{what} unreadable ({exc}); {RETRAIN_HINT}") from exc
+
+
 def _cells(bravais: str, params: np.ndarray) -> np.ndarray:
     """``symmetry.from_parameters`` over rows ``(n, k) -> (n, 6)``, vectorised when it allows."""
     from cryspnet_gen.symmetry import from_parameters
@@ -241,8 +251,9 @@ class Predictor:
     trees
         Tree file name -> LightGBM model text (:func:`cryspnet_gen.bundle.read_tree_texts`), for bundles whose
         classifiers are trees or stacks.
-    z_prior
-        The bundle's Z prior as JSON (:func:`cryspnet_gen.bundle.read_z_prior_text`), if it has one.
+    z_prior, wyckoff_prior
+        The bundle's Z prior and Wyckoff prior as JSON (:func:`cryspnet_gen.bundle.read_part_text`), if it has
+        them.
 
     Raises
     ------
@@ -259,8 +270,10 @@ class Predictor:
         check_features: bool = True,
         trees: dict[str, str] | None = None,
         z_prior: str | None = None,
+        wyckoff_prior: str | None = None,
     ) -> None:
         from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES, space_groups_of
+        from cryspnet_gen.wyckoffprior import WyckoffPrior
         from cryspnet_gen.zprior import ZPrior
 
         self.manifest = manifest
@@ -274,14 +287,13 @@ class Predictor:
         self.num_threads: int | None = 1
         self.bravais_lattices: tuple[str, ...] = tuple(BRAVAIS_LATTICES)
         where = self.path if self.path is not None else f"bundle {self.name!r}"
-        #: Z per (space group, formula) counted on the bundle's training rows (None for older bundles: CRYSPNet
-        #: candidates then try the smallest compatible Z first).
-        self.z_prior: ZPrior | None = None
-        if z_prior is not None:
-            try:
-                self.z_prior = ZPrior.from_json(z_prior)
-            except ValueError as exc:
-                raise BundleError(f"{where}: Z prior unreadable ({exc}); {RETRAIN_HINT}") from exc
+        #: Z per (space group, formula) counted on the bundle's training rows, and the Wyckoff assignments of its
+        #: training formulas (None for bundles without them; :mod:`cryspnet_gen.zprior`,
+        #: :mod:`cryspnet_gen.wyckoffprior`).
+        self.z_prior: ZPrior | None = _read_prior(ZPrior, z_prior, f"{where}: Z prior")
+        self.wyckoff_prior: WyckoffPrior | None = _read_prior(
+            WyckoffPrior, wyckoff_prior, f"{where}: Wyckoff prior"
+        )
         if check_features:
             self._check_features(where)
         tasks = manifest["tasks"]
@@ -776,7 +788,8 @@ def _load_cached(resolved: str, stamp: tuple[int, int]) -> Predictor:
         tensors,
         path=resolved,
         trees=read_tree_texts(resolved, manifest),
-        z_prior=read_z_prior_text(resolved, manifest),
+        z_prior=read_part_text(resolved, manifest, "z_prior"),
+        wyckoff_prior=read_part_text(resolved, manifest, "wyckoff_prior"),
     )
     logger.info("loaded %r", predictor)
     return predictor

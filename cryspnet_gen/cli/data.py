@@ -9,7 +9,7 @@ from typing import Any
 from cryspnet_gen.arguments import existing_dir, non_negative_int, positive_int
 from cryspnet_gen.cli.common import DATA_DIR_HELP, LABEL_POLICIES, CLIError, subcommand
 
-__all__ = ["add_subcommands", "cmd_data_build", "cmd_z_prior"]
+__all__ = ["add_subcommands", "add_wyckoff_prior", "cmd_data_build", "cmd_z_prior"]
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
@@ -66,15 +66,37 @@ def cmd_z_prior(args: argparse.Namespace) -> int:
     frame, _ = frame_and_features(split, data_dir=args.data_dir, progress=not args.quiet)
     path = add_z_prior(args.model, frame)
     print(f"Z prior ({read_manifest(args.model)['z_prior']['source']}) stored in {path.parent}")
+    add_wyckoff_prior(args.model, split, args.data_dir)
+    print(f"Wyckoff prior ({read_manifest(args.model)['wyckoff_prior']['source']}) stored in {path.parent}")
     return 0
+
+
+def add_wyckoff_prior(bundle_dir: str, split: str, data_dir: str | None) -> None:
+    """Count the Wyckoff assignments of the shipped prototype library's rows whose formula is in the bundle's
+    training part (``bench``: the training formulas only; ``full``: every row) and store them in the bundle."""
+    from cryspnet_gen.bundle import write_part
+    from cryspnet_gen.data import assign_splits, read_test_formulas
+    from cryspnet_gen.sources.templates import shipped_library
+    from cryspnet_gen.wyckoffprior import WyckoffPrior
+
+    library = shipped_library()
+    if library is None:
+        raise CLIError("no shipped prototype library: reinstall cryspnet-gen")
+    rows = library.all_rows
+    if split == "bench":
+        parts = assign_splits(rows["formula"].unique(), "bench", test_formulas=read_test_formulas(data_dir))
+        rows = rows[rows["formula"].map(parts) == "train"]
+    prior = WyckoffPrior.from_rows(rows["anonymous"], rows["space_group"].astype(int), rows["wyckoff"])
+    which = "rows of the bench split's training formulas" if split == "bench" else "rows (all the data)"
+    write_part(bundle_dir, "wyckoff_prior", prior.to_json(), source=f"{prior.rows} prototype-library {which}")
 
 
 def add_z_prior_command(subparsers: Any) -> None:
     z = subcommand(
         subparsers,
         "z-prior",
-        "count formula units per cell (Z) by space group and formula type on a bundle's training rows and store "
-        "them in the bundle (what CRYSPNet candidates try first)",
+        "count formula units per cell (Z) and Wyckoff assignments by space group and formula type on a bundle's "
+        "training formulas and store them in the bundle (--z-rule prior / --wyckoff prior of generate)",
     )
     z.add_argument("--model", required=True, type=existing_dir, metavar="DIR", help="bundle folder")
     z.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)

@@ -51,6 +51,7 @@ OPTION_ARGS = {
     "model": "bravais_model",
     "max_atoms": "max_atoms",
     "z_rule": "z_rule",
+    "wyckoff": "wyckoff",
     "space_groups": "space_group",
     "timeout": "timeout",
     "relax": "relax",
@@ -167,6 +168,14 @@ def add_subcommands(subparsers: Any) -> None:
         default=None,
         help="formula units per cell tried first by CRYSPNet candidates: the smallest the Wyckoff positions "
         "allow, or the bundle's Z prior (the most frequent in known crystals; default: smallest)",
+    )
+    p.add_argument(
+        "--wyckoff",
+        choices=["auto", "random", "prior"],
+        default=None,
+        help="orbits of CRYSPNet candidates: first those known crystals of the group and formula type use (the "
+        "bundle's Wyckoff prior), or random (pyxtal, the paper's approach); default auto: the prior when the "
+        "bundle has one",
     )
     p.add_argument(
         "--space-group",

@@ -37,6 +37,7 @@ from cryspnet_gen.generate import (
     GenerationError,
     SkippedPair,
     candidates_for,
+    options_with_priors,
     resolve_source,
 )
 from cryspnet_gen.predict import predict_all_pairs
@@ -118,6 +119,9 @@ class CspSettings:
         The template store folder (for ``"templates"`` and ``"both"``).
     z_rule
         ``GenerateOptions.z_rule``: which Z CRYSPNet candidates try first (``"smallest"`` or ``"prior"``).
+    wyckoff
+        ``GenerateOptions.wyckoff``: ``"auto"`` (the bundle's Wyckoff prior when it has one), ``"random"`` or
+        ``"prior"``.
     """
 
     k: int = 20
@@ -132,6 +136,7 @@ class CspSettings:
     source: str = "cryspnet"
     templates: str | None = None
     z_rule: str = "smallest"
+    wyckoff: str = "auto"
 
     def generate_options(self) -> GenerateOptions:
         """The :class:`~cryspnet_gen.options.GenerateOptions` these settings generate with (validated)."""
@@ -145,6 +150,7 @@ class CspSettings:
             source=self.source,  # type: ignore[arg-type]
             templates=self.templates,
             z_rule=self.z_rule,  # type: ignore[arg-type]
+            wyckoff=self.wyckoff,  # type: ignore[arg-type]
             known=False,  # a benchmark formula's own structure must never be looked up
         )
 
@@ -219,7 +225,7 @@ class CspEvaluator:
         self.saved = saved or {}
         if self.settings.source != "cryspnet" and not self.settings.templates:
             raise ValueError(f"source={self.settings.source!r} needs CspSettings.templates (a store folder)")
-        self.options = self.settings.generate_options()
+        self.options, _ = options_with_priors(self.settings.generate_options(), predictor)
         self._source, self._store = resolve_source(self.options)
         self.predictor = predictor
         self._predictions: dict[str, Prediction] = {}

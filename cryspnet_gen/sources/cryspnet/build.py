@@ -80,6 +80,8 @@ class PyxtalJob:
     cell: tuple[float, ...]
     entropy: tuple[int, ...]
     t_factor: float
+    sites: tuple[tuple[str, ...], ...] | None = None
+    """Wyckoff labels per species (``"4a"``) to place the atoms on; None: pyxtal picks orbits at random."""
 
 
 def _build(job: PyxtalJob) -> Structure:
@@ -101,6 +103,7 @@ def _build(job: PyxtalJob) -> Structure:
                 list(job.species),
                 list(job.num_ions),
                 lattice=lattice,
+                sites=None if job.sites is None else [list(site) for site in job.sites],
                 random_state=rng,
                 t_factor=job.t_factor,
                 max_count=_PYXTAL_MAX_COUNT,

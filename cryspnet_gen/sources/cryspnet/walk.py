@@ -164,7 +164,9 @@ def _try_pair(
             cells.append((z, cell))
     per_z = _ATTEMPTS_PER_Z + want - 1
     planned = per_z * len(cells)
+    prior = opts.wyckoff_prior if opts.wyckoff != "random" else None
     for zi, (z, cell) in enumerate(cells):
+        known_sites = prior.assignments(sg, fu, z) if prior is not None else []
         z_notes = list(notes)
         if z != zs[0]:
             z_notes.append(f"Z={z}: the smallest compatible Z={zs[0]} failed ({'; '.join(failures)})")
@@ -180,6 +182,7 @@ def _try_pair(
             # left, so that a fresh seed (or the next Z) still has a chance.
             last = zi * per_z + j == planned - 1
             cap = left if left is None or last else left / 2
+            sites = known_sites[j] if j < len(known_sites) else None
             job = PyxtalJob(
                 space_group=sg,
                 species=fu.species,
@@ -187,6 +190,7 @@ def _try_pair(
                 cell=tuple(float(x) for x in cell),
                 entropy=(opts.seed, sg, attempt),
                 t_factor=t_factor,
+                sites=None if sites is None else tuple(tuple(site) for site in sites),
             )
             this = attempt
             attempt += 1
@@ -209,10 +213,11 @@ def _try_pair(
             if want > 1 and _same_structure(structure, [b[0] for b in built]):
                 failures.append(f"Z={z} attempt {this}: same structure as an earlier attempt")
                 continue
+            these = z_notes if sites is None else [*z_notes, f"Wyckoff sites of known crystals: {sites}"]
             if note is None:
-                built.append((structure, z, this, cell, z_notes))
+                built.append((structure, z, this, cell, these))
             else:  # repaired: the cell may have been stretched
-                built.append((structure, z, this, np.array(structure.lattice.parameters), [*z_notes, note]))
+                built.append((structure, z, this, np.array(structure.lattice.parameters), [*these, note]))
             if len(built) >= want:
                 return built, None
         if built:
