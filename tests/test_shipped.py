@@ -35,6 +35,20 @@ def test_bundles_are_small_and_documented() -> None:
     assert total <= 60 * 10**6  # the symmetry bundles together (issue 17's budget)
 
 
+def test_every_shipped_file_goes_into_the_wheel() -> None:
+    """Each file of models/ matches a package-data pattern of pyproject.toml, so a wheel install has it."""
+    import fnmatch
+    import re
+
+    # the package-data line (tomllib is Python >= 3.11 only; the list is plain JSON)
+    text = (MODELS.parent / "pyproject.toml").read_text()
+    patterns = json.loads(re.search(r'^"cryspnet_gen\.bundles" = (\[.*\])$', text, re.M).group(1))
+    files = [p.relative_to(MODELS).as_posix() for p in MODELS.rglob("*") if p.is_file()]
+    shipped = [f for f in files if not f.endswith(".py") and "__pycache__" not in f]
+    missing = [f for f in shipped if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns)]
+    assert shipped and not missing, missing
+
+
 def test_default_bundle_is_the_calibrated_v2_recipe() -> None:
     predictor = load_predictor()
     manifest = predictor.manifest
