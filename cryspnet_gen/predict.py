@@ -581,24 +581,26 @@ class Predictor:
             raise ValueError(f"Unknown {bravais=}; choose from {self.bravais_lattices}")
         return bravais
 
-    def _formula_units(self, formulas: Sequence[str], good: np.ndarray) -> list[Any]:
-        """The formula unit of each good row (None elsewhere, and for every row without a Z prior)."""
+    def _formula_types(self, formulas: Sequence[str], good: np.ndarray) -> list[tuple[str, int] | None]:
+        """``(anonymous formula, atoms per formula unit)`` of each good row, what the Z prior ranks by (None
+        elsewhere, and for every row without a Z prior)."""
         if self.z_prior is None:
             return [None] * len(formulas)
         from cryspnet_gen.formula import formula_unit
 
-        units: list[Any] = []
+        types: list[tuple[str, int] | None] = []
         for formula, ok in zip(formulas, good, strict=True):
             try:
-                units.append(formula_unit(formula, 10_000) if ok else None)
+                fu = formula_unit(formula, 10_000) if ok else None
             except ValueError:
-                units.append(None)
-        return units
+                fu = None
+            types.append(None if fu is None else (fu.anonymous, fu.n_atoms))
+        return types
 
-    def _z_ranking(self, fu: Any, groups: Sequence[int]) -> list[list[int]]:
-        if self.z_prior is None or fu is None:
+    def _z_ranking(self, kind: tuple[str, int] | None, groups: Sequence[int]) -> list[list[int]]:
+        if self.z_prior is None or kind is None:
             return []
-        return [self.z_prior.ranking(int(g), fu) for g in groups]
+        return [self.z_prior.ranking_of(int(g), *kind) for g in groups]
 
     # -- the public entry point ----------------------------------------------------------------------
 
@@ -731,7 +733,7 @@ class Predictor:
                 "finite": (np.isfinite(cell).all(axis=1) & np.isfinite(cell_std).all(axis=1)).tolist(),
             }
 
-        units = self._formula_units(formulas, good)
+        types = self._formula_types(formulas, good)
         out: list[Prediction] = []
         meta: dict[str, Any] = {"model": model, "bundle": self.name, "bundle_version": self.version}
         pb_mean_l, pb_std_l, order_l = pb_mean.tolist(), pb_std.tolist(), order.tolist()
@@ -756,7 +758,7 @@ class Predictor:
                         parameters_std=dict(zip(d["names"], _none_if_nan(d["p_std"][r]), strict=True)),
                         cell=d["cell"][r] if d["finite"][r] else None,
                         cell_std=d["cell_std"][r] if d["finite"][r] else None,
-                        z_ranking=self._z_ranking(units[i], d["groups"][r]),
+                        z_ranking=self._z_ranking(types[i], d["groups"][r]),
                     )
                 )
             out.append(

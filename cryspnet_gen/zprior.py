@@ -25,6 +25,7 @@ __all__ = ["FORMAT", "ZPrior"]
 
 FORMAT = "cryspnet-gen z prior"
 _LEVELS = ("anonymous", "atoms", "group")
+_NONE: Counter[int] = Counter()  # the counts of a key no crystal has (read only)
 
 
 @dataclass
@@ -35,11 +36,16 @@ class ZPrior:
         default_factory=lambda: {level: defaultdict(Counter) for level in _LEVELS}
     )
     rows: int = 0
+    _rankings: dict[tuple[int, str, int, int], list[int]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """:meth:`ranking` answers by (group, anonymous formula, atoms per formula unit, limit): predictions ask for
+    every group of every formula, and formula types repeat"""
 
     @staticmethod
-    def _keys(space_group: int, fu: FormulaUnit) -> tuple[str, str, str]:
+    def _keys(space_group: int, anonymous: str, n_atoms: int) -> tuple[str, str, str]:
         g = int(space_group)
-        return f"{g}|{fu.anonymous}", f"{g}|{fu.n_atoms}", str(g)
+        return f"{g}|{anonymous}", f"{g}|{n_atoms}", str(g)
 
     @classmethod
     def from_rows(cls, formulas: Iterable[str], space_groups: Iterable[int], zs: Iterable[int]) -> ZPrior:
@@ -52,7 +58,7 @@ class ZPrior:
                 fu = formula_unit(str(formula), 10_000)
             except ValueError:
                 continue
-            for level, key in zip(_LEVELS, cls._keys(int(group), fu), strict=True):
+            for level, key in zip(_LEVELS, cls._keys(int(group), fu.anonymous, fu.n_atoms), strict=True):
                 prior.counts[level][key][int(z)] += 1
             prior.rows += 1
         return prior
@@ -60,15 +66,26 @@ class ZPrior:
     def order(self, space_group: int, fu: FormulaUnit, options: Iterable[int]) -> list[int]:
         """``options`` (Z values) most frequent first, level by level (anonymous formula, then atoms per formula
         unit, then the group); the smallest first among equals and for values no known crystal has."""
-        keys = self._keys(space_group, fu)
-        tables = [self.counts[level].get(key, Counter()) for level, key in zip(_LEVELS, keys, strict=True)]
+        return self._order(self._keys(space_group, fu.anonymous, fu.n_atoms), options)
+
+    def _order(self, keys: tuple[str, str, str], options: Iterable[int]) -> list[int]:
+        tables = [self.counts[level].get(key, _NONE) for level, key in zip(_LEVELS, keys, strict=True)]
         return sorted(set(options), key=lambda z: (*(-t.get(z, 0) for t in tables), z))
 
     def ranking(self, space_group: int, fu: FormulaUnit, limit: int = 6) -> list[int]:
         """The Z values known crystals of this group have, at any level, in :meth:`order` (at most ``limit``)."""
-        keys = self._keys(space_group, fu)
-        seen = {z for level, key in zip(_LEVELS, keys, strict=True) for z in self.counts[level].get(key, {})}
-        return self.order(space_group, fu, seen)[:limit]
+        return self.ranking_of(space_group, fu.anonymous, fu.n_atoms, limit)
+
+    def ranking_of(self, space_group: int, anonymous: str, n_atoms: int, limit: int = 6) -> list[int]:
+        """:meth:`ranking` by the formula's anonymous form and atoms per formula unit (what it depends on)."""
+        memo = (int(space_group), anonymous, int(n_atoms), limit)
+        if memo not in self._rankings:
+            keys = self._keys(space_group, anonymous, n_atoms)
+            seen = {
+                z for level, key in zip(_LEVELS, keys, strict=True) for z in self.counts[level].get(key, {})
+            }
+            self._rankings[memo] = self._order(keys, seen)[:limit] if seen else []
+        return list(self._rankings[memo])
 
     def to_json(self) -> str:
         """Compact JSON (what bundles store, gzipped)."""
