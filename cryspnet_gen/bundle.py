@@ -45,17 +45,16 @@ __all__ = [
     "MANIFEST",
     "RETRAIN_HINT",
     "TREE_SUFFIX",
-    "Z_PRIOR_FILE",
     "BundleError",
     "available_bundles",
     "bundles_root",
     "file_sha256",
+    "jsonable",
     "package_versions",
     "read_bundle",
     "read_manifest",
     "read_part_text",
     "read_tree_texts",
-    "read_z_prior_text",
     "render_readme",
     "save_bundle",
     "storage_tensors",
@@ -79,10 +78,6 @@ WeightsDtype = Literal["float32", "float16"]
 TREE_SUFFIX = ".lgb.txt.gz"
 #: Suffixes a bundle's tree files may have.
 TREE_SUFFIXES = (".lgb.txt", ".lgb.txt.gz")
-
-
-#: The Z prior file of a bundle (:mod:`cryspnet_gen.zprior`).
-Z_PRIOR_FILE = "z_prior.json.gz"
 
 
 class BundleError(ValueError):
@@ -127,16 +122,18 @@ def storage_tensors(tensors: dict[str, torch.Tensor], dtype: WeightsDtype) -> di
     return out
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Plain JSON values: numpy scalars to Python, NaN/inf to None, tuples to lists."""
     import numpy as np
 
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
@@ -215,7 +212,7 @@ def save_bundle(
             target.write_bytes(data)
             target.chmod(0o644)
             out["trees"][file_name] = {"sha256": file_sha256(target), "bytes": target.stat().st_size}
-    out = _jsonable(out)
+    out = jsonable(out)
     (folder / MANIFEST).write_text(json.dumps(out, indent=1) + "\n")
     (folder / "README.md").write_text(render_readme(out))
     logger.info("wrote bundle %s (%d weight files)", folder, len(tensors))
@@ -332,7 +329,7 @@ def update_manifest(path: str | os.PathLike[str], key: str, value: Any) -> Path:
     """
     folder = Path(path)
     manifest = read_manifest(folder)
-    manifest[key] = _jsonable(value)
+    manifest[key] = jsonable(value)
     target = folder / MANIFEST
     tmp = target.with_name(MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
@@ -380,11 +377,6 @@ def write_part(path: str | os.PathLike[str], key: str, text: str, *, source: str
     return update_manifest(folder, key, info)
 
 
-def read_z_prior_text(path: str | os.PathLike[str], manifest: dict[str, Any]) -> str | None:
-    """The Z-prior JSON of a bundle (:func:`read_part_text` of ``z_prior``)."""
-    return read_part_text(path, manifest, "z_prior")
-
-
 def write_z_prior(path: str | os.PathLike[str], text: str, *, source: str) -> Path:
     """Store a Z prior (:class:`cryspnet_gen.zprior.ZPrior` JSON) in a bundle (:func:`write_part`)."""
     return write_part(path, "z_prior", text, source=source)
@@ -406,7 +398,7 @@ def write_test_metrics(path: str | os.PathLike[str], metrics: dict[str, Any] | N
         The manifest file.
     """
     stored = dict(read_manifest(Path(path)).get("metrics") or {})
-    stored["test"] = _jsonable(metrics)
+    stored["test"] = jsonable(metrics)
     return update_manifest(path, "metrics", stored)
 
 

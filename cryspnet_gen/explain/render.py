@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from cryspnet_gen.bundle import jsonable
 from cryspnet_gen.explain.families import FAMILIES
 
 __all__ = ["importance_figure", "write_report"]
@@ -162,16 +163,6 @@ def write_report(report: Any, out: Path) -> list[str]:
     figures = {"importance": importance_figure(report.importance.features, out / "importance.png").name}
     if report.material_map is not None:
         figures["map"] = report.material_map.plot(out / "material_map.png").name
-    (out / "interpretability.json").write_text(json.dumps(_jsonable(report.to_dict()), indent=1))
+    (out / "interpretability.json").write_text(json.dumps(jsonable(report.to_dict()), indent=1))
     (out / "interpretability.md").write_text(render(report, figures))
     return ["interpretability.md", "interpretability.json", *figures.values()]
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item"):
-        return obj.item()
-    return obj
