@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
 
-    from cryspnet_gen.data import assign_splits, read_test_formulas
+    from cryspnet_gen.data import formula_splits
     from cryspnet_gen.explain.similar import resolve_library
     from cryspnet_gen.sources.templates.prototypes import type_key
     from cryspnet_gen.train import frame_and_features
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             for a, g, w in zip(rows["anonymous"], rows["space_group"], rows["wyckoff"], strict=True)
         ]
     )
-    split = assign_splits(rows["formula"].unique(), "bench", test_formulas=read_test_formulas(args.data_dir))
+    split = formula_splits(rows["formula"].unique(), "bench", data_dir=args.data_dir)
     train = rows[rows["formula"].map(split) == "train"]
     counts: dict[tuple[int, str], Counter] = defaultdict(Counter)
     for g, a, t in zip(train["space_group"], train["anonymous"], train["type"], strict=True):

@@ -622,6 +622,19 @@ def assign_splits(
     return out
 
 
+def formula_splits(
+    formulas: Iterable[str],
+    name: SplitName,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> dict[str, str]:
+    """:func:`assign_splits` of a named split, reading the test formulas from the data folder for ``bench``."""
+    tests = read_test_formulas(data_dir) if name == "bench" else None
+    return assign_splits(formulas, name, test_formulas=tests, val_fraction=val_fraction, seed=seed)
+
+
 def training_frame(
     name: SplitName,
     structures: pd.DataFrame,

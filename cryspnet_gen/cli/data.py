@@ -75,7 +75,7 @@ def add_wyckoff_prior(bundle_dir: str, split: str, data_dir: str | None) -> None
     """Count the Wyckoff assignments of the shipped prototype library's rows whose formula is in the bundle's
     training part (``bench``: the training formulas only; ``full``: every row) and store them in the bundle."""
     from cryspnet_gen.bundle import write_part
-    from cryspnet_gen.data import assign_splits, read_test_formulas
+    from cryspnet_gen.data import formula_splits
     from cryspnet_gen.sources.templates import shipped_library
     from cryspnet_gen.wyckoffprior import WyckoffPrior
 
@@ -84,7 +84,7 @@ def add_wyckoff_prior(bundle_dir: str, split: str, data_dir: str | None) -> None
         raise CLIError("no shipped prototype library: reinstall cryspnet-gen")
     rows = library.all_rows
     if split == "bench":
-        parts = assign_splits(rows["formula"].unique(), "bench", test_formulas=read_test_formulas(data_dir))
+        parts = formula_splits(rows["formula"].unique(), "bench", data_dir=data_dir)
         rows = rows[rows["formula"].map(parts) == "train"]
     prior = WyckoffPrior.from_rows(rows["anonymous"], rows["space_group"].astype(int), rows["wyckoff"])
     which = "rows of the bench split's training formulas" if split == "bench" else "rows (all the data)"

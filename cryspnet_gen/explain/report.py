@@ -44,15 +44,14 @@ def labelled_known(
     predictor: Any, library: Any, data_dir: str | os.PathLike[str] | None = None
 ) -> pd.DataFrame:
     """The library's ground states with ``volume_per_atom`` and the bundle's ``split`` (train / val / test)."""
-    from cryspnet_gen.data import assign_splits, read_test_formulas
+    from cryspnet_gen.data import formula_splits
 
     table = ground_states(library.all_rows)
     vpa = library.all_rows.set_index("template_id")["volume_per_atom"]
     table["volume_per_atom"] = vpa.reindex(table["material_id"]).to_numpy(dtype=float)
     split = str(predictor.manifest.get("split", "full"))
     split = split if split in ("bench", "full") else "full"
-    tests = read_test_formulas(data_dir) if split == "bench" else None
-    table["split"] = table["formula"].map(assign_splits(table["formula"], split, test_formulas=tests))  # type: ignore[arg-type]
+    table["split"] = table["formula"].map(formula_splits(table["formula"], split, data_dir=data_dir))  # type: ignore[arg-type]
     return table
 
 
