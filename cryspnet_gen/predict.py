@@ -52,6 +52,7 @@ __all__ = [
     "available_bundles",
     "load_predictor",
     "predict_all_pairs",
+    "predictor_for",
 ]
 
 # Names that lived here before the layout split; ``from cryspnet_gen.predict import save_bundle`` keeps working.
@@ -829,6 +830,16 @@ def load_predictor(name: str | None = None, *, path: str | os.PathLike[str] | No
     root = bundles_root()
     assert root is not None
     return _load_folder(root / name)
+
+
+def predictor_for(model: Predictor | str | os.PathLike[str] | None = None) -> Predictor:
+    """A predictor from what a user gives: a loaded :class:`Predictor`, a shipped bundle's name, a bundle folder,
+    or None (the shipped default)."""
+    if isinstance(model, Predictor):
+        return model
+    if model is None or str(model) in available_bundles():
+        return load_predictor(None if model is None else str(model))
+    return load_predictor(path=model)
 
 
 def _load_folder(folder: Path) -> Predictor:

@@ -132,10 +132,6 @@ def add_bravais_model(p: argparse.ArgumentParser) -> None:
 
 def load_predictor_for(args: argparse.Namespace) -> Predictor:
     """The predictor of ``--model`` (a shipped name or a bundle folder; the shipped default when not given)."""
-    from cryspnet_gen.bundle import available_bundles
-    from cryspnet_gen.predict import load_predictor
+    from cryspnet_gen.predict import predictor_for
 
-    model = getattr(args, "model", None)
-    if model is None or model in available_bundles():
-        return load_predictor(model)
-    return load_predictor(path=model)
+    return predictor_for(getattr(args, "model", None))

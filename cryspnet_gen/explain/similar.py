@@ -24,6 +24,7 @@ import pandas as pd
 from cryspnet_gen.explain.attribution import Explanation, explain_features
 from cryspnet_gen.explain.neighbours import KnownCompoundIndex, ground_states
 from cryspnet_gen.explain.representation import Representation, RepresentationKind
+from cryspnet_gen.predict import predictor_for
 
 __all__ = [
     "DEFAULT_REPRESENTATION",
@@ -49,18 +50,6 @@ SIMILAR_COLUMNS = (
     "query",
     "substitutable",
 )
-
-
-def _predictor(model: Any) -> Any:
-    from cryspnet_gen.predict import Predictor, load_predictor
-
-    if isinstance(model, Predictor):
-        return model
-    if model is None:
-        return load_predictor()
-    if Path(str(model)).expanduser().is_dir():
-        return load_predictor(path=model)
-    return load_predictor(str(model))
 
 
 def resolve_library(library: Any = None) -> Any:
@@ -139,7 +128,7 @@ def known_compound_index(
             f"Unknown representation {representation!r}; choose from {get_args(RepresentationKind)}"
         )
     key, source = _library_key(library)
-    return _index_for(_predictor(model), key, source, representation)
+    return _index_for(predictor_for(model), key, source, representation)
 
 
 def _features(formula: str) -> tuple[str, np.ndarray]:
@@ -199,7 +188,7 @@ def similar_materials(
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a whole number >= 1, got {n!r}")
     reduced, x = _features(formula)
-    predictor = _predictor(model)
+    predictor = predictor_for(model)
     index = known_compound_index(predictor, library, representation)
     (rows,) = index.query(x[None, :], int(n))
     anonymous = anonymous_formula(reduced)
@@ -225,4 +214,4 @@ def explain_formula(formula: str, *, model: Any = None) -> Explanation:
     See :mod:`cryspnet_gen.explain.attribution`; ``model`` as in :func:`similar_materials`.
     """
     reduced, x = _features(formula)
-    return explain_features(_predictor(model), reduced, x)
+    return explain_features(predictor_for(model), reduced, x)
