@@ -522,7 +522,8 @@ def _feature_weights_section(m: dict[str, Any]) -> list[str]:
         "",
         f"`feature_weights` in the manifest: {weights.get('method', 'permutation importance')} on "
         f"{weights.get('n_rows', '?')} validation compounds, {weights.get('n_repeats', '?')} shuffles each; "
-        "`cryspnet-gen similar` compares compounds in the standardized features scaled by them "
+        "`cryspnet-gen similar` compares compounds in the standardized features scaled by them, beside the "
+        "predicted space-group distribution "
         "(written by `cryspnet-gen interpret --save-weights`).",
     ]
 
@@ -547,14 +548,16 @@ def _files_section(m: dict[str, Any]) -> list[str]:
             "",
             f"`{z_prior.get('file')}`: how many formula units per conventional cell (Z) known crystals have, per "
             f"space group and formula type, counted on {z_prior.get('source')} (Materials Project data, CC BY "
-            "4.0); CRYSPNet candidates try the most frequent compatible Z first (`cryspnet-gen data z-prior`).",
+            "4.0); predictions list them per group (`z_ranking`) and CRYSPNet candidates try the most frequent "
+            'compatible Z first with `z_rule="prior"` (`cryspnet-gen data z-prior`).',
         ]
     if wyckoff:
         lines += [
             "",
             f"`{wyckoff.get('file')}`: the Wyckoff orbits (letters per element) known crystals of each space group "
             f"and formula type occupy, counted on {wyckoff.get('source')} (Materials Project data, CC BY 4.0); "
-            'CRYSPNet candidates use them with `wyckoff="prior"` (`cryspnet-gen data z-prior`).',
+            'CRYSPNet candidates place atoms on them first (`wyckoff="auto"`, the default; `cryspnet-gen data '
+            "z-prior`).",
         ]
     lines += ["", "Package versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), ""]
     return lines
