@@ -227,7 +227,7 @@ def add_evaluate(subparsers: Any) -> None:
     p.add_argument(
         "--no-interpret",
         action="store_true",
-        help="skip the interpretability part (permutation importance, material map: ~15 min)",
+        help="skip the interpretability part (permutation importance, material map: ~9 min)",
     )
     p.add_argument(
         "--importance-rows", type=positive_int, default=1000, help="validation compounds for the importance"
