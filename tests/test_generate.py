@@ -305,7 +305,16 @@ def test_fractional_formula_too_large_for_max_atoms(predictor):
 
 
 @pytest.mark.parametrize("isolation", ["auto", "process"])
-def test_time_limit_skips_instead_of_hanging(predictor, isolation):
+def test_time_limit_skips_instead_of_hanging(predictor, isolation, monkeypatch):
+    from cryspnet_gen.sources.cryspnet import build
+
+    real = build._build
+
+    def slow(job):  # a real pyxtal build that first waits: on a fast machine the garnet builds in 0.05 s
+        time.sleep(30)
+        return real(job)
+
+    monkeypatch.setattr(build, "_build", slow)
     start = time.monotonic()
     with pytest.raises(GenerationError, match="time limit") as info:
         generate_candidates(
