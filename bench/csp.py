@@ -89,6 +89,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="orbits of CRYSPNet candidates (auto: the bundle's Wyckoff prior when it has one)",
     )
+    parser.add_argument(
+        "--template-ranking",
+        choices=("auto", "learned", "score"),
+        default="auto",
+        help="order of template options (auto: the bundle's learned ranker when it has one, else the score)",
+    )
     parser.add_argument("--shard", default="0/1", help="I/M: evaluate formulas I, I+M, I+2M, ... (0/1)")
     parser.add_argument(
         "--no-save-candidates",
@@ -151,6 +157,7 @@ def _settings(args: argparse.Namespace) -> Any:
         templates=None if args.templates is None else str(Path(args.templates).resolve()),
         z_rule=args.z_rule,
         wyckoff=args.wyckoff,
+        template_ranking=args.template_ranking,
     )
 
 

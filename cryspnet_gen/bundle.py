@@ -551,6 +551,11 @@ def _files_section(m: dict[str, Any]) -> list[str]:
             "4.0); predictions list them per group (`z_ranking`) and CRYSPNet candidates try the most frequent "
             'compatible Z first with `z_rule="prior"` (`cryspnet-gen data z-prior`).',
         ]
+    ranker = m.get("template_ranker")
+    if ranker:
+        lines.append(
+            f"| {ranker.get('file')} | {ranker.get('bytes')} | JSON (gzip) | `{ranker.get('sha256')}` |"
+        )
     if wyckoff:
         lines += [
             "",
@@ -558,6 +563,15 @@ def _files_section(m: dict[str, Any]) -> list[str]:
             f"and formula type occupy, counted on {wyckoff.get('source')} (Materials Project data, CC BY 4.0); "
             'CRYSPNet candidates place atoms on them first (`wyckoff="auto"`, the default; `cryspnet-gen data '
             "z-prior`).",
+        ]
+    if ranker:
+        lines += [
+            "",
+            f"`{ranker.get('file')}`: the learned ranker of template options (a LightGBM model in its text format "
+            "inside a JSON document, with its calibration): the probability that a known structure, substituted "
+            "and scaled, is the formula's true structure; the template source ranks by it by default "
+            f'(`template_ranking="auto"`). Trained on {ranker.get("source")} (Materials Project data, CC BY 4.0; '
+            "`cryspnet-gen templates train-ranker`).",
         ]
     lines += ["", "Package versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), ""]
     return lines

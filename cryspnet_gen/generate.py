@@ -46,6 +46,7 @@ from cryspnet_gen.records import (
 from cryspnet_gen.relax import relax_and_rerank
 from cryspnet_gen.sources.cryspnet import cryspnet_candidates, failure_message
 from cryspnet_gen.sources.templates import ENV_VAR, TemplateStore, resolve_store, template_candidates
+from cryspnet_gen.sources.templates.ranker import active_ranker
 from cryspnet_gen.symmetry import SYMPREC
 from cryspnet_gen.validity import check_candidates
 
@@ -227,27 +228,40 @@ def resolve_source(opts: GenerateOptions) -> tuple[str, TemplateStore | None]:
 def options_with_priors(
     opts: GenerateOptions, predictor: Predictor | None
 ) -> tuple[GenerateOptions, Predictor | None]:
-    """``opts`` with the bundle's Wyckoff prior filled in when ``wyckoff`` is ``"prior"`` or ``"auto"`` (the
-    predictor is loaded then if it was None).
+    """``opts`` with the bundle's Wyckoff prior (``wyckoff`` ``"prior"`` or ``"auto"``) and learned template ranker
+    (``template_ranking`` ``"learned"`` or ``"auto"``) filled in; the predictor is loaded then if it was None.
 
     Raises
     ------
     ValueError
-        When ``wyckoff="prior"`` and the bundle has no Wyckoff prior (``"auto"`` then uses random orbits).
+        When ``wyckoff="prior"`` or ``template_ranking="learned"`` and the bundle lacks that part (``"auto"``
+        then uses random orbits / the hand-weighted score).
     """
-    if opts.wyckoff == "random" or opts.wyckoff_prior is not None:
+    want_prior = opts.wyckoff != "random" and opts.wyckoff_prior is None
+    want_ranker = opts.template_ranking != "score" and opts.template_ranker is None
+    if not (want_prior or want_ranker):
         return opts, predictor
     from cryspnet_gen.predict import load_predictor
 
     predictor = predictor if predictor is not None else load_predictor()
-    if predictor.wyckoff_prior is None:
-        if opts.wyckoff == "auto":
-            return opts, predictor
-        raise ValueError(
-            f"wyckoff='prior' needs a bundle with a Wyckoff prior; {predictor.name!r} has none (add one with "
-            "`cryspnet-gen data z-prior --model DIR`)"
-        )
-    return opts.replace(wyckoff_prior=predictor.wyckoff_prior), predictor
+    changes: dict[str, object] = {}
+    if want_prior:
+        if predictor.wyckoff_prior is not None:
+            changes["wyckoff_prior"] = predictor.wyckoff_prior
+        elif opts.wyckoff == "prior":
+            raise ValueError(
+                f"wyckoff='prior' needs a bundle with a Wyckoff prior; {predictor.name!r} has none (add one with "
+                "`cryspnet-gen data z-prior --model DIR`)"
+            )
+    if want_ranker:
+        if predictor.template_ranker is not None:
+            changes["template_ranker"] = predictor.template_ranker
+        elif opts.template_ranking == "learned":
+            raise ValueError(
+                f"template_ranking='learned' needs a bundle with a template ranker; {predictor.name!r} has none "
+                "(train one with `cryspnet-gen templates train-ranker`) or use template_ranking='score'"
+            )
+    return (opts.replace(**changes) if changes else opts), predictor
 
 
 def candidates_for(
@@ -290,9 +304,10 @@ def candidates_for(
                 f"({from_templates.stop_reason})"
             )
         return from_templates, message
-    if source == "both" and not cryspnet_needed(from_templates, opts.k):
+    scoring = active_ranker(opts)
+    if source == "both" and not cryspnet_needed(from_templates, opts.k, scoring):
         # every template candidate outscores any CRYSPNet structure: building those would change nothing
-        return merge_candidates([from_templates], opts.k, formula=fu.formula), None
+        return merge_candidates([from_templates], opts.k, scoring=scoring, formula=fu.formula), None
     return _with_cryspnet(fu, pred, opts, source, from_templates, build)
 
 
@@ -339,7 +354,9 @@ def _with_cryspnet(
             message = "; ".join(m for m in (message, failure_message(fu.formula, built, opts.k)) if m)
         built.stop_reason = built.stop_reason or (fallback if source == "templates" else None)
         return built, message
-    merged = merge_candidates([from_templates, built], opts.k, formula=fu.formula)
+    merged = merge_candidates(
+        [from_templates, built], opts.k, scoring=active_ranker(opts), formula=fu.formula
+    )
     message = None
     if len(merged) < opts.k:
         message = failure_message(fu.formula, merged, opts.k)

@@ -32,6 +32,7 @@ __all__ = [
     "Isolation",
     "Relax",
     "Source",
+    "TemplateRanking",
     "WyckoffRule",
     "ZRule",
     "can_use_alarm",
@@ -57,6 +58,7 @@ Isolation = Literal["auto", "signal", "process"]
 Source = Literal["cryspnet", "templates", "both"]
 ZRule = Literal["smallest", "prior"]
 WyckoffRule = Literal["auto", "random", "prior"]
+TemplateRanking = Literal["auto", "learned", "score"]
 Relax = Literal["chgnet"]
 
 
@@ -132,6 +134,13 @@ class GenerateOptions:
     known
         When the formula is itself a compound of the store (a known compound), its own structures come first,
         marked ``source="known"``; ``False`` leaves them out (for benchmarks).
+    template_ranking, template_ranker
+        How template options are ranked: ``"learned"``: by the bundle's learned ranker (the calibrated
+        probability that the substituted structure is the true one; :mod:`cryspnet_gen.sources.templates.ranker`),
+        CRYSPNet candidates placed on the same scale; ``"score"``: by the hand-weighted score
+        (:class:`~cryspnet_gen.sources.templates.TemplateScoring`); ``"auto"`` (the default): the learned ranker
+        when the bundle has one. ``template_ranker`` is that model, filled from the bundle by
+        :func:`cryspnet_gen.generate.generate_candidates` when left ``None``.
     """
 
     k: int = 3
@@ -154,6 +163,8 @@ class GenerateOptions:
     source: Source | None = None
     templates: Any = None
     known: bool = True
+    template_ranking: TemplateRanking = "auto"
+    template_ranker: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         import numpy as np
@@ -186,6 +197,7 @@ class GenerateOptions:
             ("model", BravaisModel),
             ("z_rule", ZRule),
             ("wyckoff", WyckoffRule),
+            ("template_ranking", TemplateRanking),
         ):
             value = getattr(self, name)
             if value not in get_args(literal):
@@ -219,6 +231,10 @@ class GenerateOptions:
         if self.wyckoff_prior is not None and not hasattr(self.wyckoff_prior, "assignments"):
             raise ValueError(
                 f"wyckoff_prior must be a WyckoffPrior or None, got {type(self.wyckoff_prior).__name__}"
+            )
+        if self.template_ranker is not None and not hasattr(self.template_ranker, "match_probability"):
+            raise ValueError(
+                f"template_ranker must be a TemplateRankerModel or None, got {type(self.template_ranker).__name__}"
             )
         if not isinstance(self.known, (bool, np.bool_)):
             raise ValueError(f"known must be True or False, got {self.known!r}")

@@ -252,9 +252,9 @@ class Predictor:
     trees
         Tree file name -> LightGBM model text (:func:`cryspnet_gen.bundle.read_tree_texts`), for bundles whose
         classifiers are trees or stacks.
-    z_prior, wyckoff_prior
-        The bundle's Z prior and Wyckoff prior as JSON (:func:`cryspnet_gen.bundle.read_part_text`), if it has
-        them.
+    z_prior, wyckoff_prior, template_ranker
+        The bundle's Z prior, Wyckoff prior and learned template ranker as JSON
+        (:func:`cryspnet_gen.bundle.read_part_text`), if it has them.
 
     Raises
     ------
@@ -272,7 +272,9 @@ class Predictor:
         trees: dict[str, str] | None = None,
         z_prior: str | None = None,
         wyckoff_prior: str | None = None,
+        template_ranker: str | None = None,
     ) -> None:
+        from cryspnet_gen.rankermodel import TemplateRankerModel
         from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES, space_groups_of
         from cryspnet_gen.wyckoffprior import WyckoffPrior
         from cryspnet_gen.zprior import ZPrior
@@ -294,6 +296,11 @@ class Predictor:
         self.z_prior: ZPrior | None = _read_prior(ZPrior, z_prior, f"{where}: Z prior")
         self.wyckoff_prior: WyckoffPrior | None = _read_prior(
             WyckoffPrior, wyckoff_prior, f"{where}: Wyckoff prior"
+        )
+        #: The learned ranker of template options trained on this bundle's probabilities (issue 18; None for
+        #: bundles without one: the template source then uses the hand-weighted score).
+        self.template_ranker: TemplateRankerModel | None = _read_prior(
+            TemplateRankerModel, template_ranker, f"{where}: template ranker"
         )
         if check_features:
             self._check_features(where)
@@ -793,6 +800,7 @@ def _load_cached(resolved: str, stamp: tuple[int, int]) -> Predictor:
         trees=read_tree_texts(resolved, manifest),
         z_prior=read_part_text(resolved, manifest, "z_prior"),
         wyckoff_prior=read_part_text(resolved, manifest, "wyckoff_prior"),
+        template_ranker=read_part_text(resolved, manifest, "template_ranker"),
     )
     logger.info("loaded %r", predictor)
     return predictor

@@ -1,7 +1,10 @@
 """Ranking candidates from several sources into one list.
 
-Every candidate gets a log-scale score: template candidates carry theirs (:class:`~cryspnet_gen.sources.templates.
-TemplateScoring`); a CRYSPNet candidate is scored ``w_model x log P(pair) + cryspnet_offset``. :func:`merge_candidates`
+Every candidate gets a log-scale score: template candidates carry theirs; a CRYSPNet candidate is scored on the
+same scale by the scorer the template options were ranked with: with the hand-weighted score
+(:class:`~cryspnet_gen.sources.templates.TemplateScoring`) ``w_model x log P(pair) + cryspnet_offset``; with the
+learned ranker (:class:`~cryspnet_gen.rankermodel.TemplateRankerModel`) log P(match), from a logistic fit of how
+often CRYSPNet candidates of that P(pair) matched on validation formulas, the scale of its template scores. :func:`merge_candidates`
 sorts by score and drops duplicates; :func:`cryspnet_needed` tells the orchestrator when generating CRYSPNet
 structures cannot change the top ``k``.
 """
@@ -12,15 +15,16 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from cryspnet_gen.rankermodel import TemplateRankerModel
 from cryspnet_gen.records import Candidate, CandidateList
 from cryspnet_gen.sources.templates.scoring import TemplateScoring
+
+Scorer = TemplateScoring | TemplateRankerModel
 
 __all__ = ["cryspnet_needed", "merge_candidates"]
 
 
-def cryspnet_needed(
-    from_templates: Sequence[Candidate], k: int, scoring: TemplateScoring | None = None
-) -> bool:
+def cryspnet_needed(from_templates: Sequence[Candidate], k: int, scoring: Scorer | None = None) -> bool:
     """Whether CRYSPNet candidates could enter the top ``k`` of a merged list with these template candidates.
 
     A CRYSPNet candidate scores at most ``cryspnet_score(1.0)``; when ``k`` template candidates all score higher,
@@ -37,12 +41,13 @@ def merge_candidates(
     lists: Sequence[Sequence[Candidate]],
     k: int,
     *,
-    scoring: TemplateScoring | None = None,
+    scoring: Scorer | None = None,
     formula: str = "",
 ) -> CandidateList:
     """One ranked list of at most ``k`` from several sources, highest score first, without duplicates.
 
-    A candidate without ``score`` (CRYSPNet's) is scored ``log P(pair) + cryspnet_offset``. Duplicates (same
+    A candidate without ``score`` (CRYSPNet's) is scored by ``scoring.cryspnet_score`` (default
+    :class:`TemplateScoring`: ``w_model x log P(pair) + cryspnet_offset``). Duplicates (same
     group and size, ``StructureMatcher().fit``) keep the better-scored one. Ranks are renumbered from 1; each
     candidate's rank within its source stays in ``notes``.
     """

@@ -52,6 +52,7 @@ OPTION_ARGS = {
     "max_atoms": "max_atoms",
     "z_rule": "z_rule",
     "wyckoff": "wyckoff",
+    "template_ranking": "template_ranking",
     "space_groups": "space_group",
     "timeout": "timeout",
     "relax": "relax",
@@ -176,6 +177,13 @@ def add_subcommands(subparsers: Any) -> None:
         help="orbits of CRYSPNet candidates: first those known crystals of the group and formula type use (the "
         "bundle's Wyckoff prior), or random (pyxtal, the paper's approach); default auto: the prior when the "
         "bundle has one",
+    )
+    p.add_argument(
+        "--template-ranking",
+        choices=["auto", "learned", "score"],
+        default=None,
+        help="order of template candidates: the bundle's learned ranker (the probability that the substituted "
+        "structure is the true one) or the hand-weighted score; default auto: the ranker when the bundle has one",
     )
     p.add_argument(
         "--space-group",

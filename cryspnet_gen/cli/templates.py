@@ -1,4 +1,4 @@
-"""``cryspnet-gen templates build | info | lookup``: template stores (known structures as candidates)."""
+"""``cryspnet-gen templates build | info | lookup`` (and ``train-ranker``, :mod:`cryspnet_gen.cli.ranker`): template stores (known structures as candidates)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryspnet_gen.arguments import deprecated_alias, existing_file, non_negative_int, positive_int
 from cryspnet_gen.cli.common import CLIError, add_force, read_formulas, subcommand
+from cryspnet_gen.cli.ranker import add_train_ranker
 
 if TYPE_CHECKING:
     from cryspnet_gen.sources.templates import TemplateRecord, TemplateStore
@@ -257,3 +258,4 @@ def add_subcommands(subparsers: Any) -> None:
     add_build(actions)
     add_info(actions)
     add_lookup(actions)
+    add_train_ranker(actions)

@@ -122,6 +122,9 @@ class CspSettings:
     wyckoff
         ``GenerateOptions.wyckoff``: ``"auto"`` (the bundle's Wyckoff prior when it has one), ``"random"`` or
         ``"prior"``.
+    template_ranking
+        ``GenerateOptions.template_ranking``: ``"auto"`` (the bundle's learned ranker when it has one),
+        ``"learned"`` or ``"score"`` (the hand-weighted score).
     """
 
     k: int = 20
@@ -137,6 +140,7 @@ class CspSettings:
     templates: str | None = None
     z_rule: str = "smallest"
     wyckoff: str = "auto"
+    template_ranking: str = "auto"
 
     def generate_options(self) -> GenerateOptions:
         """The :class:`~cryspnet_gen.options.GenerateOptions` these settings generate with (validated)."""
@@ -151,6 +155,7 @@ class CspSettings:
             templates=self.templates,
             z_rule=self.z_rule,  # type: ignore[arg-type]
             wyckoff=self.wyckoff,  # type: ignore[arg-type]
+            template_ranking=self.template_ranking,  # type: ignore[arg-type]
             known=False,  # a benchmark formula's own structure must never be looked up
         )
 

@@ -13,6 +13,7 @@ from cryspnet_gen.options import GenerateOptions
 from cryspnet_gen.predict import Predictor, predict_all_pairs
 from cryspnet_gen.records import Candidate, CandidateList, Prediction, prediction_fields
 from cryspnet_gen.sources.templates.locate import resolve_store
+from cryspnet_gen.sources.templates.ranker import active_ranker, rerank_options
 from cryspnet_gen.sources.templates.scoring import (
     TemplateOption,
     TemplateScoring,
@@ -68,7 +69,10 @@ def template_candidates(
         CRYSPNet's prediction for the formula (with every lattice and group), or the predictor that makes it
         (``None``: the shipped default).
     scoring
-        Score weights (default :class:`TemplateScoring`).
+        Weights of the hand-weighted score (default :class:`TemplateScoring`); with ``template_ranking``
+        ``"auto"`` (the default) and a bundle that has a learned ranker (``options.template_ranker`` or the
+        predictor's), the first options by that score are re-ranked by the ranker and scored log P(match)
+        (:mod:`cryspnet_gen.sources.templates.ranker`); ``"score"`` keeps the hand-weighted order.
     exclude_formulas
         Reduced formulas whose templates are not used (e.g. the formula itself, to evaluate leave-one-out).
     max_built
@@ -94,7 +98,12 @@ def template_candidates(
     fu = formula if isinstance(formula, FormulaUnit) else formula_unit(formula, max_atoms)
     formula = fu.formula
     if prediction is None:
+        if predictor is None:
+            from cryspnet_gen.predict import load_predictor
+
+            predictor = load_predictor()
         (prediction,) = predict_all_pairs(predictor, [fu.formula], opts.model)
+    ranker = active_ranker(opts, predictor)
     probs, ranked, ranks = pair_probabilities(prediction)
     allowed: set[int] | None = None
     if opts.space_groups is not None or opts.bravais is not None:
@@ -104,6 +113,8 @@ def template_candidates(
     options_ranked = rank_options(
         store, fu.amounts, probs, scoring, exclude_formulas=exclude_formulas, space_groups=allowed
     )
+    if ranker is not None:
+        options_ranked = rerank_options(store, fu.amounts, options_ranked, prediction, ranker, scoring)
     known = opts.known
     anon = fu.anonymous
     matcher = StructureMatcher()
