@@ -343,10 +343,18 @@ def test_monoclinic_hall_number_with_pyxtal() -> None:
     )
     sym = analyze_structure(structure)
     for hall in (sym.hall_number, 81):
-        crystal = pyxtal()
-        lattice = PyxtalLattice.from_para(*sym.cell, ltype="monoclinic")
-        crystal.from_random(3, hall, ["Zn", "O"], [4, 4], lattice=lattice, random_state=0, use_hall=True)
-        generated = analyze_structure(crystal.to_pymatgen())
+        # pyxtal also draws from numpy's global state, so a random placement now and then lands on a
+        # special position and the structure comes out more symmetric (C2/m, P2/m); take the first of a
+        # few draws that keeps P2_1/c, then check its setting and cell.
+        for random_state in range(5):
+            crystal = pyxtal()
+            lattice = PyxtalLattice.from_para(*sym.cell, ltype="monoclinic")
+            crystal.from_random(
+                3, hall, ["Zn", "O"], [4, 4], lattice=lattice, random_state=random_state, use_hall=True
+            )
+            generated = analyze_structure(crystal.to_pymatgen())
+            if generated.space_group == 14:
+                break
         assert generated.space_group == 14
         assert generated.hall_number == hall
         assert np.allclose(generated.cell, sym.cell, atol=1e-4)

@@ -95,13 +95,13 @@ def add_train_ranker(subparsers: Any) -> None:
         "the default)",
     )
     t.add_argument("--workers", type=positive_int, default=1, help="processes for the labels")
-    t.add_argument("--seed", type=non_negative_int, default=0)
+    t.add_argument("--seed", type=non_negative_int, default=0, help="seed of the formula draw and the trees")
     t.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     t.add_argument(
         "--write-to",
         action="append",
         type=existing_dir,
         metavar="BUNDLE",
-        help="model bundle folder to store the ranker in (repeatable)",
+        help="model bundle folder to store the ranker in (repeatable; default: none, only --out)",
     )
     t.set_defaults(func=cmd_train_ranker)

@@ -83,6 +83,7 @@ def training_formulas(
         f
         for f in formulas
         if split[f] == "val"
+        and _featurisable(f)
         and f not in banned
         and counts.get(ground.at[f, "anonymous"], 0) > 1
         and int(ground.at[f, "nsites"]) <= max_sites
@@ -90,6 +91,15 @@ def training_formulas(
     rng = np.random.default_rng(seed)
     rng.shuffle(keep)
     return keep if n is None else keep[:n]
+
+
+def _featurisable(formula: str) -> bool:
+    """Whether CRYSPNet can predict for ``formula`` (not, e.g., for a noble gas)."""
+    try:
+        formula_unit(formula, 1000)
+    except ValueError:
+        return False
+    return True
 
 
 def store_reference(store: TemplateStore, formula: str) -> Structure | None:
@@ -148,9 +158,13 @@ def _label_one(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     prediction: Prediction = _WORK["predictions"][i]
     depth: int = _WORK["depth"]
     empty = (np.zeros((0, len(FEATURES))), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
-    if reference is None:
+    if reference is None or getattr(prediction, "error", None):
         return empty
-    target = formula_unit(formula, 1000).amounts
+    try:
+        target = formula_unit(formula, 1000).amounts
+    except ValueError as exc:  # e.g. a noble gas: no features, so no options; the other formulas go on
+        logger.warning("skipping %s: %s", formula, exc)
+        return empty
     probs, _, _ = pair_probabilities(prediction)
     options = rank_options(store, target, probs, TemplateScoring(), exclude_formulas={formula}, limit=depth)
     if not options:
