@@ -4,6 +4,7 @@ Usage (from the repository root, after ``cryspnet-gen templates train-ranker ...
 
     python bench/template_ranker.py --labels runs/ranker                 # ablation by feature group
     python bench/template_ranker.py --labels runs/ranker --timing        # + ranking cost and LLZO k=3
+    python bench/template_ranker.py --labels runs/ranker --families      # + logistic regression, small MLP
 
 The labelled option tables cached by ``train-ranker`` in its ``--out`` folder are reused: for each feature group
 a booster is trained without it (the same recipe: early stopping and Platt scaling on the last 10% of the
@@ -116,6 +117,60 @@ def ablation(folder: Path, objective: str, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def families(folder: Path, seed: int) -> str:
+    """Other model families on the same labels and features: logistic regression and a small network
+    (scikit-learn MLP, two hidden layers), both on standardised features with missing values set to the
+    training median, next to the two LightGBM objectives."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from cryspnet_gen.csp.rankertrain import KS, fit_ranker, match_at_k, score_options
+
+    fit, stop, vals = _tables(folder)
+    median = np.nanmedian(fit.X, axis=0)
+    median = np.where(np.isnan(median), 0.0, median)
+
+    def filled(X: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(X), median[None, :], X)
+
+    rows = []
+    for objective in ("binary", "lambdarank"):
+        t0 = time.perf_counter()
+        model = fit_ranker(fit, stop, objective=objective, seed=seed)
+        rows.append(
+            (
+                f"LightGBM {objective}",
+                time.perf_counter() - t0,
+                {n: match_at_k(d, score_options(model, d)) for n, d in vals.items()},
+            )
+        )
+    sklearn_models = {
+        "logistic regression": LogisticRegression(C=1.0, max_iter=2000),
+        "MLP 64-32 (scikit-learn, early stopping)": MLPClassifier(
+            hidden_layer_sizes=(64, 32), early_stopping=True, random_state=seed, max_iter=200
+        ),
+    }
+    for label, estimator in sklearn_models.items():
+        t0 = time.perf_counter()
+        pipe = make_pipeline(StandardScaler(), estimator).fit(filled(fit.X), fit.y)
+        rates = {n: match_at_k(d, pipe.predict_proba(filled(d.X))[:, 1]) for n, d in vals.items()}
+        rows.append((label, time.perf_counter() - t0, rates))
+        print(f"{label}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    lines = [
+        "Model families (same labels and features)",
+        "",
+        "| model | " + " | ".join(f"{n} @{k}" for n in vals for k in KS) + " | fit (s) |",
+        "|---|" + "---:|" * (len(vals) * len(KS) + 1),
+    ]
+    for label, seconds, rates in rows:
+        cells = [f"{100 * rates[n][k]:.1f}" for n in vals for k in KS]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def timing(model_dir: str | None, templates: str) -> str:
     import warnings
 
@@ -179,12 +234,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--objective", choices=("binary", "lambdarank"), default="binary")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--families", action="store_true", help="also compare logistic regression and an MLP")
     parser.add_argument("--timing", action="store_true", help="also time the ranking and LLZO k=3")
     parser.add_argument("--model", default=None, help="bundle with a ranker for --timing (default: shipped)")
     parser.add_argument("--templates", default="models/prototypes-mp-v1", help="store for --timing")
     args = parser.parse_args(argv)
     if not args.no_ablation:
         print(ablation(args.labels, args.objective, args.seed))
+    if args.families:
+        print(families(args.labels, args.seed))
     if args.timing:
         print(timing(args.model, args.templates))
 

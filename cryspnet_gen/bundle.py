@@ -534,16 +534,13 @@ def _files_section(m: dict[str, Any]) -> list[str]:
         lines.append(f"| {fname} | {info.get('bytes')} | {info.get('dtype')} | `{info.get('sha256')}` |")
     for fname, info in (m.get("trees") or {}).items():
         lines.append(f"| {fname} | {info.get('bytes')} | LightGBM text | `{info.get('sha256')}` |")
-    wyckoff = m.get("wyckoff_prior")
-    if wyckoff:
-        lines.append(
-            f"| {wyckoff.get('file')} | {wyckoff.get('bytes')} | JSON (gzip) | `{wyckoff.get('sha256')}` |"
-        )
-    z_prior = m.get("z_prior")
+    wyckoff, z_prior, ranker = m.get("wyckoff_prior"), m.get("z_prior"), m.get("template_ranker")
+    for part in (wyckoff, z_prior, ranker):
+        if part:
+            lines.append(
+                f"| {part.get('file')} | {part.get('bytes')} | JSON (gzip) | `{part.get('sha256')}` |"
+            )
     if z_prior:
-        lines.append(
-            f"| {z_prior.get('file')} | {z_prior.get('bytes')} | JSON (gzip) | `{z_prior.get('sha256')}` |"
-        )
         lines += [
             "",
             f"`{z_prior.get('file')}`: how many formula units per conventional cell (Z) known crystals have, per "
@@ -551,11 +548,6 @@ def _files_section(m: dict[str, Any]) -> list[str]:
             "4.0); predictions list them per group (`z_ranking`) and CRYSPNet candidates try the most frequent "
             'compatible Z first with `z_rule="prior"` (`cryspnet-gen data z-prior`).',
         ]
-    ranker = m.get("template_ranker")
-    if ranker:
-        lines.append(
-            f"| {ranker.get('file')} | {ranker.get('bytes')} | JSON (gzip) | `{ranker.get('sha256')}` |"
-        )
     if wyckoff:
         lines += [
             "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,39 @@ def test_shipped_predictions_are_consistent() -> None:
         assert probs == sorted(probs, reverse=True)
         assert sum(probs) == pytest.approx(1.0, abs=1e-3)
         assert 5.0 < pred.volume_per_atom < 30.0
+
+
+@pytest.mark.parametrize("name", ["cryspnet-mp-v2", "cryspnet-bench"])
+def test_shipped_bundles_carry_a_template_ranker(name: str) -> None:
+    """Both bundles ship the learned template ranker (issue 18), trained on bench-split validation formulas only,
+    and its probabilities are probabilities."""
+    import numpy as np
+
+    from cryspnet_gen.sources.templates.ranker import FEATURES
+
+    predictor = load_predictor(name)
+    ranker = predictor.template_ranker
+    assert ranker is not None
+    assert list(ranker.features) == list(FEATURES)
+    assert "template_ranker" in json.dumps(predictor.manifest)
+    rng = np.random.default_rng(0)
+    p = ranker.match_probability(rng.normal(size=(50, len(FEATURES))))
+    assert p.shape == (50,) and np.all((p >= 0) & (p <= 1))
+
+
+def test_default_generation_ranks_templates_with_the_learned_ranker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default path (shipped bundle + shipped prototype library) ranks template options with the ranker:
+    each template candidate says the ranker's P(match), and its score is log P(match)."""
+    import math
+
+    from cryspnet_gen import generate_candidates
+
+    monkeypatch.delenv("CRYSPNET_GEN_TEMPLATES")  # the shipped library, as a user gets it
+    cands = generate_candidates("NaCl", k=3, known=False)
+    assert len(cands) == 3
+    assert all(c.source == "template" for c in cands), [(c.source, c.notes) for c in cands]
+    for c in cands:
+        match = re.search(r"learned ranker P\(match\) ([0-9.]+)", " ".join(c.notes))
+        assert match, c.notes
+        assert float(match.group(1)) == pytest.approx(math.exp(c.score), abs=0.006)
+    assert cands[0].score >= cands[1].score >= cands[2].score

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -421,7 +422,6 @@ def cached_labels(
     """:func:`label_options`, read from ``path`` (parquet, with the formula list beside it as JSON) when it was
     made for the same formulas, else made and written there."""
     import json
-    from pathlib import Path
 
     import pandas as pd
 
@@ -525,7 +525,6 @@ def train_template_ranker(
     formulas. Writes ``template_ranker.json`` and ``report.md`` into ``out_dir``."""
     import json
     import time
-    from pathlib import Path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -557,7 +556,7 @@ def train_template_ranker(
         "trained_on": (
             f"{len(fit_part.formulas)} formulas of the bench split's validation part (in no MP-20 / MPTS-52 "
             f"validation or test file), {len(stop_part.formulas)} more for early stopping and Platt scaling; "
-            f"options from {store.path} without benchmark formulas, each formula's own entries left out"
+            f"options from the template store {Path(str(store.path)).name} without benchmark formulas, each formula's own entries left out"
         ),
         "symmetry_model": f"{predictor.name} {predictor.version}",
         "positives": int(train_all.y.sum()),

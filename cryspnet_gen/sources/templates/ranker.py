@@ -249,7 +249,7 @@ def rerank_options(
     p = model.match_probability(X)
     scores = np.log(np.maximum(p, 1e-12))
     order = np.argsort(-scores, kind="stable")
-    out = [dataclasses.replace(head[i], score=float(scores[i])) for i in order]
+    out = [dataclasses.replace(head[i], score=float(scores[i]), p_match=float(p[i])) for i in order]
     floor = float(scores.min()) if len(scores) else 0.0
     for i, opt in enumerate(options[model.depth :], start=1):
         out.append(dataclasses.replace(opt, score=floor - 1.0 - 1e-3 * i))

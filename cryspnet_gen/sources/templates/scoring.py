@@ -70,6 +70,7 @@ class TemplateOption:
     substitution: float
     prevalence: int
     key: tuple[Any, ...]
+    p_match: float | None = None  # the learned ranker's P(match), for the options it scored
 
 
 def rank_options(

@@ -183,6 +183,7 @@ def _candidate(
         f"template {row['template_id']} ({row['formula']}, {space_group_symbol(template_sg)}), "
         + (f"substituted {', '.join(swaps)}" if swaps else "same elements")
         + ("" if has_volume else "; template volume kept (no volume prediction)")
+        + ("" if opt.p_match is None else f"; learned ranker P(match) {opt.p_match:.2f}")
     )
     return _make_candidate(
         fu,
