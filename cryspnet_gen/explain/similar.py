@@ -86,16 +86,23 @@ def _library_folder(library: Any) -> Path:
 def _library_key(library: Any) -> tuple[str, Any]:
     """A cache key that changes with the library's table, and the library (or how to load it)."""
     from cryspnet_gen.sources.templates import PrototypeLibrary
-    from cryspnet_gen.sources.templates.prototypes import LIBRARY_TABLE
+    from cryspnet_gen.sources.templates.prototypes import LIBRARY_MANIFEST, LIBRARY_TABLE
 
     folder = _library_folder(library)
+    # The table's sha256 as the library's manifest records it (checked when the library loads): the same on
+    # every clone or install, unlike the file's modification time, so a new checkout does not re-embed.
     try:
-        st = (folder / LIBRARY_TABLE).stat()
-        stamp = f"{st.st_mtime_ns}:{st.st_size}"
-    except OSError:
-        stamp = "missing"
+        manifest = json.loads((folder / LIBRARY_MANIFEST).read_text())
+        key = "sha256:" + str(manifest["files"][LIBRARY_TABLE]["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            st = (folder / LIBRARY_TABLE).stat()
+            stamp = f"{st.st_mtime_ns}:{st.st_size}"
+        except OSError:
+            stamp = "missing"
+        key = f"{folder}|{stamp}"
     source = library if isinstance(library, PrototypeLibrary) else str(folder)
-    return f"{folder}|{stamp}", source
+    return key, source
 
 
 def _bundle_key(predictor: Any) -> str:
