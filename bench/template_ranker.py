@@ -27,38 +27,6 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-GROUPS = {
-    "symmetry model (P(pair), P(lattice), P(group), pair rank)": (
-        "log_p_pair",
-        "log_p_lattice",
-        "log_p_group",
-        "pair_rank",
-        "log_p_pair_gap",
-    ),
-    "substitution likelihood": ("sub_mean", "sub_min", "sub_gap", "same_element_fraction"),
-    "chemistry after the mapping (element-property differences, oxidation states)": (
-        "d_electronegativity_mean",
-        "d_electronegativity_max",
-        "d_radius_mean",
-        "d_radius_max",
-        "d_mendeleev_mean",
-        "d_mendeleev_max",
-        "d_period_mean",
-        "d_group_mean",
-        "oxidation_sign_agree",
-        "d_oxidation_mean",
-    ),
-    "template (energy above hull, experimental, sites, prevalence)": (
-        "template_e_above_hull",
-        "template_experimental",
-        "template_sites",
-        "log_prevalence",
-        "type_count",
-    ),
-    "volume (predicted vs template)": ("log_volume_ratio", "abs_log_volume_ratio"),
-    "hand-weighted score and rank": ("hand_score", "hand_score_gap", "hand_rank"),
-}
-
 
 def _tables(folder: Path):
     from cryspnet_gen.csp.rankertrain import RankerData, subset
@@ -88,15 +56,16 @@ def _tables(folder: Path):
 
 def ablation(folder: Path, objective: str, seed: int) -> str:
     from cryspnet_gen.csp.rankertrain import KS, fit_ranker, hand_scores, match_at_k, score_options
-    from cryspnet_gen.sources.templates.ranker import FEATURES
+    from cryspnet_gen.sources.templates.ranker import FEATURE_GROUPS, FEATURES
 
     fit, stop, vals = _tables(folder)
     rows = [("hand-weighted score", {n: match_at_k(d, hand_scores(d)) for n, d in vals.items()})]
     settings = [("learned, all features", FEATURES)]
     settings += [
-        (f"without {group}", [f for f in FEATURES if f not in cols]) for group, cols in GROUPS.items()
+        (f"without {label} (`--without {name}`)", [f for f in FEATURES if f not in cols])
+        for name, (label, cols) in FEATURE_GROUPS.items()
     ]
-    settings.append(("only the hand-weighted score and rank", GROUPS["hand-weighted score and rank"]))
+    settings.append(("only the hand-weighted score and rank", FEATURE_GROUPS["hand"][1]))
     for label, features in settings:
         t0 = time.perf_counter()
         model = fit_ranker(fit, stop, objective=objective, features=features, seed=seed)

@@ -235,3 +235,43 @@ def test_options_and_generation_with_and_without_a_ranker(store, predictor):
     assert learned[0].space_group == 225
     # CRYSPNet candidates sit on the ranker's scale: log P(match) from their pair probability
     assert ranker.cryspnet_score(0.9) > ranker.cryspnet_score(0.01) or ranker.cryspnet[0] <= 0
+
+
+def test_features_without_groups_and_a_model_trained_without_them():
+    from cryspnet_gen.sources.templates.ranker import FEATURE_GROUPS, features_without
+
+    grouped = [f for _, cols in FEATURE_GROUPS.values() for f in cols]
+    assert len(grouped) == len(set(grouped)) and set(grouped) <= set(FEATURES)
+    kept = features_without(["volume", "hand_rank"])
+    assert "log_volume_ratio" not in kept and "hand_rank" not in kept and "hand_score" in kept
+    assert features_without([]) == FEATURES
+    with pytest.raises(ValueError, match="unknown ranker feature or group 'volumes'"):
+        features_without(["volumes"])
+    # A model without the planted feature's group cannot find it; its values no longer move the scores.
+    model = fit_ranker(_synthetic(150, 0), _synthetic(40, 1), features=features_without(["substitution"]))
+    assert model.meta["masked_features"] == list(FEATURE_GROUPS["substitution"][1])
+    X = _synthetic(5, 4).X
+    moved = X.copy()
+    moved[:, FEATURES.index("sub_mean")] += 5.0
+    assert np.array_equal(model.raw_scores(X), model.raw_scores(moved))
+
+
+def test_train_ranker_refuses_an_unknown_group_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    from cryspnet_gen.cli import main
+
+    code = main(
+        [
+            "templates",
+            "train-ranker",
+            "--templates",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--without",
+            "volumes",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--without" in err[0] and "volume" in err[0]

@@ -12,8 +12,8 @@ __all__ = ["add_train_ranker", "cmd_train_ranker"]
 
 #: What training costs, measured (docs/benchmarks.md): shown in the help.
 TRAIN_COST = (
-    "4,000 training formulas: labels about 15 min on 2 cores (--workers 2, cached in --out), each fit under a "
-    "minute, the CRYSPNet calibration about 5 min."
+    "4,000 training formulas: labels about 20 min on 2 cores (--workers 2, cached in --out), the CRYSPNet "
+    "calibration about 5 min, each fit under a minute: about 26 min in all."
 )
 
 
@@ -22,7 +22,12 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
     from cryspnet_gen.csp.rankertrain import train_template_ranker
     from cryspnet_gen.predict import predictor_for
     from cryspnet_gen.sources.templates import load_store
+    from cryspnet_gen.sources.templates.ranker import features_without
 
+    try:
+        features_without(args.without or ())
+    except ValueError as exc:
+        raise CLIError(f"--without: {exc}") from None
     store = load_store(args.templates)
     predictor = predictor_for(args.model)
     for folder in args.write_to or ():
@@ -41,6 +46,7 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
         n_cryspnet=args.n_cryspnet,
         workers=args.workers,
         seed=args.seed,
+        without=args.without or (),
         data_dir=args.data_dir,
         progress=not args.quiet,
     )
@@ -96,6 +102,13 @@ def add_train_ranker(subparsers: Any) -> None:
     )
     t.add_argument("--workers", type=positive_int, default=1, help="processes for the labels")
     t.add_argument("--seed", type=non_negative_int, default=0, help="seed of the formula draw and the trees")
+    t.add_argument(
+        "--without",
+        action="append",
+        metavar="GROUP",
+        help="leave out a feature group (symmetry, substitution, chemistry, template, volume, hand) or a single "
+        "feature (repeatable; default: none, every feature)",
+    )
     t.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     t.add_argument(
         "--write-to",

@@ -35,7 +35,7 @@ import numpy as np
 from cryspnet_gen.csp.matching import make_matcher, match_rms, reduced_cell
 from cryspnet_gen.formula import formula_unit
 from cryspnet_gen.rankermodel import TemplateRankerModel
-from cryspnet_gen.sources.templates.ranker import FEATURES, option_features
+from cryspnet_gen.sources.templates.ranker import FEATURES, features_without, option_features
 from cryspnet_gen.sources.templates.scoring import (
     TemplateScoring,
     build_option,
@@ -516,16 +516,19 @@ def train_template_ranker(
     n_cryspnet: int = 100,
     workers: int = 1,
     seed: int = 0,
+    without: Sequence[str] = (),
     data_dir: Any = None,
     progress: bool = False,
 ) -> RankerReport:
     """The whole recipe: labels (cached in ``out_dir``), one booster per objective (early stopping and Platt
     scaling on the last 10% of the training formulas), the choice between them on the benchmark validation
     formulas (mean of match@1 and match@20), and the CRYSPNet calibration on ``n_cryspnet`` MP-20 validation
-    formulas. Writes ``template_ranker.json`` and ``report.md`` into ``out_dir``."""
+    formulas. ``without``: feature groups or features left out (see ``features_without``). Writes
+    ``template_ranker.json`` and ``report.md`` into ``out_dir``."""
     import json
     import time
 
+    features = features_without(without)  # an unknown name fails before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     validation = dict(validation or {"mp20_val": 300, "mpts52_val": 200})
@@ -552,9 +555,11 @@ def train_template_ranker(
     }
     models: dict[str, TemplateRankerModel] = {}
     fit_seconds: dict[str, float] = {}
+    left_out = [f for f in FEATURES if f not in set(features)]
     meta = {
         "trained_on": (
-            f"{len(fit_part.formulas)} formulas of the bench split's validation part (in no MP-20 / MPTS-52 "
+            (f"features: all but {', '.join(left_out)}; " if left_out else "")
+            + f"{len(fit_part.formulas)} formulas of the bench split's validation part (in no MP-20 / MPTS-52 "
             f"validation or test file), {len(stop_part.formulas)} more for early stopping and Platt scaling; "
             f"options from the template store {Path(str(store.path)).name} without benchmark formulas, each formula's own entries left out"
         ),
@@ -564,7 +569,9 @@ def train_template_ranker(
     }
     for objective in objectives:
         t0 = time.perf_counter()
-        model = fit_ranker(fit_part, stop_part, objective=objective, depth=depth, seed=seed, meta=meta)
+        model = fit_ranker(
+            fit_part, stop_part, objective=objective, features=features, depth=depth, seed=seed, meta=meta
+        )
         fit_seconds[objective] = time.perf_counter() - t0
         models[objective] = model
         rows[f"learned ({objective})"] = {

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,7 +39,14 @@ if TYPE_CHECKING:
     from cryspnet_gen.records import Prediction
     from cryspnet_gen.sources.templates.store import TemplateStore
 
-__all__ = ["FEATURES", "active_ranker", "option_features", "rerank_options"]
+__all__ = [
+    "FEATURES",
+    "FEATURE_GROUPS",
+    "active_ranker",
+    "features_without",
+    "option_features",
+    "rerank_options",
+]
 
 FEATURES: tuple[str, ...] = (
     "log_p_pair",
@@ -74,6 +81,63 @@ FEATURES: tuple[str, ...] = (
     "n_options",
     "n_elements",
 )
+
+#: The features by what they describe: name -> (description, features). ``train-ranker --without NAME``
+#: trains without a group; ``bench/template_ranker.py`` ablates each.
+FEATURE_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "symmetry": (
+        "symmetry model (P(pair), P(lattice), P(group), pair rank)",
+        ("log_p_pair", "log_p_lattice", "log_p_group", "pair_rank", "log_p_pair_gap"),
+    ),
+    "substitution": (
+        "substitution likelihood",
+        ("sub_mean", "sub_min", "sub_gap", "same_element_fraction"),
+    ),
+    "chemistry": (
+        "chemistry after the mapping (element-property differences, oxidation states)",
+        (
+            "d_electronegativity_mean",
+            "d_electronegativity_max",
+            "d_radius_mean",
+            "d_radius_max",
+            "d_mendeleev_mean",
+            "d_mendeleev_max",
+            "d_period_mean",
+            "d_group_mean",
+            "oxidation_sign_agree",
+            "d_oxidation_mean",
+        ),
+    ),
+    "template": (
+        "template (energy above hull, experimental, sites, prevalence)",
+        ("template_e_above_hull", "template_experimental", "template_sites", "log_prevalence", "type_count"),
+    ),
+    "volume": ("volume (predicted vs template)", ("log_volume_ratio", "abs_log_volume_ratio")),
+    "hand": ("hand-weighted score and rank", ("hand_score", "hand_score_gap", "hand_rank")),
+}
+
+
+def features_without(names: Iterable[str]) -> tuple[str, ...]:
+    """:data:`FEATURES` less the named groups (:data:`FEATURE_GROUPS`) or single features.
+
+    Raises
+    ------
+    ValueError
+        For a name that is neither.
+    """
+    drop: set[str] = set()
+    for name in names:
+        if name in FEATURE_GROUPS:
+            drop.update(FEATURE_GROUPS[name][1])
+        elif name in FEATURES:
+            drop.add(name)
+        else:
+            raise ValueError(
+                f"unknown ranker feature or group {name!r}; choose a group ({', '.join(FEATURE_GROUPS)}) or a "
+                f"feature ({', '.join(FEATURES)})"
+            )
+    return tuple(f for f in FEATURES if f not in drop)
+
 
 _P_FLOOR = 1e-6
 
