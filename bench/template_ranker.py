@@ -5,6 +5,7 @@ Usage (from the repository root, after ``cryspnet-gen templates train-ranker ...
     python bench/template_ranker.py --labels runs/ranker                 # ablation by feature group
     python bench/template_ranker.py --labels runs/ranker --timing        # + ranking cost and LLZO k=3
     python bench/template_ranker.py --labels runs/ranker --families      # + logistic regression, small MLP
+    python bench/template_ranker.py --no-ablation --merge runs/csp/mp20val-both-learned   # CRYSPNet offset
 
 The labelled option tables cached by ``train-ranker`` in its ``--out`` folder are reused: for each feature group
 a booster is trained without it (the same recipe: early stopping and Platt scaling on the last 10% of the
@@ -140,6 +141,41 @@ def families(folder: Path, seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_offsets(run: Path, offsets: tuple[float, ...] = (1.0, 0.0, -0.5, -1.0, -2.0, -3.0, -100.0)) -> str:
+    """Match@k of a ``bench/csp.py --source both`` run's lists re-merged with each offset added to the CRYSPNet
+    candidates' scores (the 20 candidates of each formula re-ordered; -100 puts them after every template)."""
+    results = {d["formula"]: d for d in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
+    lists = {
+        d["formula"]: d["candidates"]
+        for d in map(json.loads, (run / "candidates.jsonl").read_text().splitlines())
+    }
+    lines = [
+        f"CRYSPNet offset, re-merged lists of {run} ({len(results)} formulas)",
+        "",
+        "| offset | k=1 | k=5 | k=20 | formulas with a CRYSPNet structure first |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for offset in offsets:
+        hits, first = {1: 0, 5: 0, 20: 0}, 0
+        for formula, result in results.items():
+            cands = lists.get(formula, [])
+            rows = result["candidates"]
+            if len(rows) != len(cands):
+                raise SystemExit(f"{run}: {formula} has {len(rows)} results but {len(cands)} candidates")
+            order = sorted(
+                zip(cands, rows, strict=True),
+                key=lambda cr: -(cr[0]["score"] + (offset if cr[0]["source"] == "cryspnet" else 0.0)),
+            )
+            first += bool(order) and order[0][0]["source"] == "cryspnet"
+            for k in hits:
+                hits[k] += any(r.get("rms") is not None and r.get("valid") for _, r in order[:k])
+        n = max(len(results), 1)
+        lines.append(
+            f"| {offset:+g} | {100 * hits[1] / n:.0f} | {100 * hits[5] / n:.0f} | {100 * hits[20] / n:.0f} | {first} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def timing(model_dir: str | None, templates: str) -> str:
     import warnings
 
@@ -204,12 +240,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--families", action="store_true", help="also compare logistic regression and an MLP")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        help="a bench/csp.py --source both output folder: CRYSPNet offsets",
+    )
     parser.add_argument("--timing", action="store_true", help="also time the ranking and LLZO k=3")
     parser.add_argument("--model", default=None, help="bundle with a ranker for --timing (default: shipped)")
     parser.add_argument("--templates", default="models/prototypes-mp-v1", help="store for --timing")
     args = parser.parse_args(argv)
     if not args.no_ablation:
         print(ablation(args.labels, args.objective, args.seed))
+    if args.merge is not None:
+        print(merge_offsets(args.merge))
     if args.families:
         print(families(args.labels, args.seed))
     if args.timing:

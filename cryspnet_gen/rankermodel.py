@@ -51,6 +51,10 @@ class TemplateRankerModel:
         ``(a, b)``: P(match) = sigmoid(a * raw + b) for a template option.
     cryspnet
         ``(a, b)``: P(match) = sigmoid(a * log P(lattice, group) + b) for a CRYSPNet candidate.
+    cryspnet_offset
+        Added to a CRYSPNet candidate's log P(match) where it is merged with template options (0: compare the
+        two calibrated probabilities as they are; negative: a CRYSPNet structure needs a clearer lead to go
+        before a template). Chosen on validation formulas.
     meta
         Provenance and metrics (training formulas, objective, validation figures), shown in READMEs.
     """
@@ -60,6 +64,7 @@ class TemplateRankerModel:
     depth: int = 40
     platt: tuple[float, float] = (1.0, 0.0)
     cryspnet: tuple[float, float] = (1.0, -4.0)
+    cryspnet_offset: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
     _booster: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -101,8 +106,9 @@ class TemplateRankerModel:
         return float(_sigmoid(np.asarray(a * math.log(max(probability, 1e-12)) + b)))
 
     def cryspnet_score(self, probability: float) -> float:
-        """log P(match) of a CRYSPNet candidate: the scale template candidates are scored on with this ranker."""
-        return math.log(max(self.cryspnet_probability(probability), 1e-12))
+        """log P(match) of a CRYSPNet candidate plus ``cryspnet_offset``: the scale template candidates are scored
+        on with this ranker."""
+        return math.log(max(self.cryspnet_probability(probability), 1e-12)) + self.cryspnet_offset
 
     def to_json(self) -> str:
         """The document stored in a bundle."""
@@ -114,6 +120,7 @@ class TemplateRankerModel:
                 "depth": int(self.depth),
                 "platt": [float(x) for x in self.platt],
                 "cryspnet": [float(x) for x in self.cryspnet],
+                "cryspnet_offset": float(self.cryspnet_offset),
                 "meta": self.meta,
                 "model": self.model_text,
             }
@@ -146,6 +153,7 @@ class TemplateRankerModel:
                 depth=int(doc["depth"]),
                 platt=(float(doc["platt"][0]), float(doc["platt"][1])),
                 cryspnet=(float(doc["cryspnet"][0]), float(doc["cryspnet"][1])),
+                cryspnet_offset=float(doc.get("cryspnet_offset", 0.0)),
                 meta=dict(doc.get("meta") or {}),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:

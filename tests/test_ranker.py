@@ -275,3 +275,15 @@ def test_train_ranker_refuses_an_unknown_group_in_one_line(
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--without" in err[0] and "volume" in err[0]
+
+
+def test_cryspnet_offset_moves_cryspnet_scores_and_old_documents_read_zero(trained):
+    import dataclasses
+
+    shifted = dataclasses.replace(trained, cryspnet_offset=-1.0)
+    assert shifted.cryspnet_score(0.4) == pytest.approx(trained.cryspnet_score(0.4) - 1.0)
+    again = TemplateRankerModel.from_json(shifted.to_json())
+    assert again.cryspnet_offset == -1.0
+    doc = json.loads(trained.to_json())
+    doc.pop("cryspnet_offset", None)  # a document written before the offset existed
+    assert TemplateRankerModel.from_json(json.dumps(doc)).cryspnet_offset == 0.0

@@ -47,6 +47,7 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
         workers=args.workers,
         seed=args.seed,
         without=args.without or (),
+        cryspnet_offset=args.cryspnet_offset,
         data_dir=args.data_dir,
         progress=not args.quiet,
     )
@@ -108,6 +109,13 @@ def add_train_ranker(subparsers: Any) -> None:
         metavar="GROUP",
         help="leave out a feature group (symmetry, substitution, chemistry, template, volume, hand) or a single "
         "feature (repeatable; default: none, every feature)",
+    )
+    t.add_argument(
+        "--cryspnet-offset",
+        type=float,
+        default=-1.0,
+        help="added to a CRYSPNet candidate's log P(match) where it is merged with templates (chosen on MP-20 "
+        "validation formulas with bench/template_ranker.py --merge; default: %(default)s)",
     )
     t.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     t.add_argument(

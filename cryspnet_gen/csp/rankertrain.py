@@ -517,15 +517,16 @@ def train_template_ranker(
     workers: int = 1,
     seed: int = 0,
     without: Sequence[str] = (),
+    cryspnet_offset: float = 0.0,
     data_dir: Any = None,
     progress: bool = False,
 ) -> RankerReport:
     """The whole recipe: labels (cached in ``out_dir``), one booster per objective (early stopping and Platt
     scaling on the last 10% of the training formulas), the choice between them on the benchmark validation
     formulas (mean of match@1 and match@20), and the CRYSPNet calibration on ``n_cryspnet`` MP-20 validation
-    formulas. ``without``: feature groups or features left out (see ``features_without``). Writes
+    formulas. ``without``: feature groups or features left out (see ``features_without``);
+    ``cryspnet_offset``: see :class:`TemplateRankerModel`. Writes
     ``template_ranker.json`` and ``report.md`` into ``out_dir``."""
-    import json
     import time
 
     features = features_without(without)  # an unknown name fails before any work
@@ -585,26 +586,10 @@ def train_template_ranker(
     model.meta["validation_hand_score"] = {
         name: {str(k): v for k, v in rates.items()} for name, rates in rows["hand-weighted score"].items()
     }
-    calibration = ""
-    mp20 = validation_items({"mp20_val": n_cryspnet}, seed=seed, data_dir=data_dir).get("mp20_val", [])
-    if mp20:
-        cache = out / f"cryspnet-calibration-n{len(mp20)}-s{seed}.json"
-        if cache.is_file():
-            pm = json.loads(cache.read_text())
-        else:
-            p, m = cryspnet_calibration_data(mp20, predictor, progress=progress)
-            pm = {"p": p.tolist(), "matched": m.tolist()}
-            cache.write_text(json.dumps(pm))
-        p, m = np.asarray(pm["p"]), np.asarray(pm["matched"])
-        model.cryspnet = fit_cryspnet_calibration(p, m)
-        model.meta["cryspnet_calibration"] = (
-            f"{len(p)} CRYSPNet candidates of {len(mp20)} MP-20 validation formulas, {int(m.sum())} matched"
-        )
-        calibration = (
-            f"CRYSPNet candidates: P(match) = sigmoid({model.cryspnet[0]:.3f} log P(pair) + "
-            f"{model.cryspnet[1]:.3f}) from {len(p)} candidates of {len(mp20)} MP-20 validation formulas "
-            f"({int(m.sum())} matched)"
-        )
+    model.cryspnet_offset = float(cryspnet_offset)
+    calibration = _calibrate_cryspnet(
+        model, out, predictor, n_cryspnet, seed=seed, data_dir=data_dir, progress=progress
+    )
     lines = [
         f"# Template ranker ({predictor.name} {predictor.version}, {store.path})",
         "",
@@ -624,3 +609,39 @@ def train_template_ranker(
     (out / "template_ranker.json").write_text(model.to_json())
     (out / "report.md").write_text(markdown)
     return RankerReport(model=model, models=models, rows=rows, markdown=markdown)
+
+
+def _calibrate_cryspnet(
+    model: TemplateRankerModel,
+    out: Path,
+    predictor: Predictor,
+    n_cryspnet: int,
+    *,
+    seed: int,
+    data_dir: Any,
+    progress: bool,
+) -> str:
+    """Fit ``model.cryspnet`` on the CRYSPNet candidates of ``n_cryspnet`` MP-20 validation formulas (cached in
+    ``out``); the report's line about it ("" when there are none)."""
+    import json
+
+    mp20 = validation_items({"mp20_val": n_cryspnet}, seed=seed, data_dir=data_dir).get("mp20_val", [])
+    if not mp20:
+        return ""
+    cache = out / f"cryspnet-calibration-n{len(mp20)}-s{seed}.json"
+    if cache.is_file():
+        pm = json.loads(cache.read_text())
+    else:
+        p, m = cryspnet_calibration_data(mp20, predictor, progress=progress)
+        pm = {"p": p.tolist(), "matched": m.tolist()}
+        cache.write_text(json.dumps(pm))
+    p, m = np.asarray(pm["p"]), np.asarray(pm["matched"])
+    model.cryspnet = fit_cryspnet_calibration(p, m)
+    model.meta["cryspnet_calibration"] = (
+        f"{len(p)} CRYSPNet candidates of {len(mp20)} MP-20 validation formulas, {int(m.sum())} matched"
+    )
+    return (
+        f"CRYSPNet candidates: P(match) = sigmoid({model.cryspnet[0]:.3f} log P(pair) + "
+        f"{model.cryspnet[1]:.3f}) from {len(p)} candidates of {len(mp20)} MP-20 validation formulas "
+        f"({int(m.sum())} matched); offset {model.cryspnet_offset:+g} where merged with templates"
+    )
