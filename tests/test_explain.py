@@ -202,6 +202,35 @@ def test_index_cache_round_trip_and_corrupt_file(tmp_path, monkeypatch, caplog) 
     np.testing.assert_array_equal(rebuilt.points, first.points)
 
 
+def test_index_cache_keeps_the_most_recently_used(tmp_path, monkeypatch) -> None:
+    import os
+    import time
+
+    from cryspnet_gen.explain import KnownCompoundIndex
+    from cryspnet_gen.explain.neighbours import CACHE_KEEP
+    from cryspnet_gen.predict import load_predictor
+
+    monkeypatch.setenv("CRYSPNET_GEN_CACHE_DIR", str(tmp_path))
+    predictor = load_predictor(path=shared_bundle())
+    folder = tmp_path / "similar"
+    keys = [f"key{i}" for i in range(CACHE_KEEP + 2)]
+    for i, key in enumerate(keys):
+        KnownCompoundIndex.build(_tiny_known(), Representation.of(predictor, "features"), cache_key=key)
+        for j, path in enumerate(sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime)):
+            os.utime(path, (time.time() - 100 + j, time.time() - 100 + j))  # distinct, ordered times
+        if i == 0:
+            first = next(folder.glob("*.npz"))
+    assert len(list(folder.glob("*.npz"))) == CACHE_KEEP
+    assert len(list(folder.glob("*.parquet"))) == CACHE_KEEP
+    assert not first.exists()  # the least recently used went first
+    # using an index keeps it: build the newest again, then two new ones; it survives
+    KnownCompoundIndex.build(_tiny_known(), Representation.of(predictor, "features"), cache_key=keys[-1])
+    newest = max(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime)
+    for key in ("again1", "again2"):
+        KnownCompoundIndex.build(_tiny_known(), Representation.of(predictor, "features"), cache_key=key)
+    assert newest.exists() and len(list(folder.glob("*.npz"))) == CACHE_KEEP
+
+
 def test_weights_entry_sums_the_classifier_importances_and_ignores_negative_ones() -> None:
     from cryspnet_gen.explain.importance import ImportanceReport
     from cryspnet_gen.explain.report import weights_entry

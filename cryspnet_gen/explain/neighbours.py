@@ -41,6 +41,8 @@ INDEX_COLUMNS = (
 )
 _QUERY_CHUNK = 256
 _CACHE_VERSION = 3
+#: How many similar-materials indexes (about 100 MB each) the cache keeps, most recently used first.
+CACHE_KEEP = 3
 
 
 def ground_states(rows: pd.DataFrame) -> pd.DataFrame:
@@ -134,10 +136,12 @@ class KnownCompoundIndex:
         with _build_lock(path):
             cached = _read_cache(path, representation)
             if cached is not None:
+                _touch(path)
                 return cls(cached[0], cached[1], representation)
             frame = table() if callable(table) else table
             points = _embed(frame, representation)
             _write_cache(path, frame, points, representation.scales or (1.0, 1.0))
+        _prune_cache(path, CACHE_KEEP)
         return cls(frame, points, representation)
 
     def query(self, X: np.ndarray, n: int) -> list[pd.DataFrame]:
@@ -195,6 +199,36 @@ def _read_cache(path: Path, representation: Representation) -> tuple[pd.DataFram
     if representation.kind == "combined":
         representation.scales = (float(scales[0]), float(scales[1]))
     return table, points
+
+
+def _touch(path: Path) -> None:
+    """Mark a cached index as used now (pruning keeps the most recently used)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _prune_cache(current: Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recently used indexes in ``current``'s folder (never ``current``, nor
+    one whose build lock another process holds); each is about 100 MB."""
+    try:
+        indexes = sorted(current.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    stale = [p for p in indexes if p != current][max(keep - 1, 0) :]
+    for old in stale:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        try:
+            with open(old.with_suffix(".lock"), "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                for suffix in (".npz", ".parquet"):
+                    old.with_suffix(suffix).unlink(missing_ok=True)
+                old.with_suffix(".lock").unlink(missing_ok=True)
+            logger.info("removed the least recently used similar-materials index %s", old)
+        except OSError:  # held by another process, or already gone
+            continue
 
 
 @contextlib.contextmanager
