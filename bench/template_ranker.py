@@ -143,14 +143,18 @@ def families(folder: Path, seed: int) -> str:
 
 def merge_offsets(run: Path, offsets: tuple[float, ...] = (1.0, 0.0, -0.5, -1.0, -2.0, -3.0, -100.0)) -> str:
     """Match@k of a ``bench/csp.py --source both`` run's lists re-merged with each offset added to the CRYSPNet
-    candidates' scores (the 20 candidates of each formula re-ordered; -100 puts them after every template)."""
-    results = {d["formula"]: d for d in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
-    lists = {
-        d["formula"]: d["candidates"]
-        for d in map(json.loads, (run / "candidates.jsonl").read_text().splitlines())
-    }
+    candidates' saved scores, which already hold the run's own offset (so 0 reproduces the run; the 20 candidates
+    of each formula re-ordered; -100 puts them after every template)."""
+
+    def rows(pattern: str) -> list[dict]:  # one file, or one per shard
+        return [
+            json.loads(line) for path in sorted(run.glob(pattern)) for line in path.read_text().splitlines()
+        ]
+
+    results = {d["formula"]: d for d in rows("results*.jsonl")}
+    lists = {d["formula"]: d["candidates"] for d in rows("candidates*.jsonl")}
     lines = [
-        f"CRYSPNet offset, re-merged lists of {run} ({len(results)} formulas)",
+        f"CRYSPNet offset added to the saved scores, re-merged lists of {run} ({len(results)} formulas)",
         "",
         "| offset | k=1 | k=5 | k=20 | formulas with a CRYSPNet structure first |",
         "|---:|---:|---:|---:|---:|",
@@ -164,7 +168,12 @@ def merge_offsets(run: Path, offsets: tuple[float, ...] = (1.0, 0.0, -0.5, -1.0,
                 raise SystemExit(f"{run}: {formula} has {len(rows)} results but {len(cands)} candidates")
             order = sorted(
                 zip(cands, rows, strict=True),
-                key=lambda cr: -(cr[0]["score"] + (offset if cr[0]["source"] == "cryspnet" else 0.0)),
+                key=lambda cr: (
+                    -(
+                        (-1e9 if cr[0]["score"] is None else cr[0]["score"])  # unscored: a list of one source
+                        + (offset if cr[0]["source"] == "cryspnet" else 0.0)
+                    )
+                ),
             )
             first += bool(order) and order[0][0]["source"] == "cryspnet"
             for k in hits:
