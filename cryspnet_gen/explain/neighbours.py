@@ -211,15 +211,15 @@ def _prune_cache(current: Path, keep: int) -> None:
     """Delete all but the ``keep`` most recently used indexes in ``current``'s folder (never ``current``, nor
     one whose build lock another process holds); each is about 100 MB."""
     try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock to tell a used index, so keep them all
+        return
+    try:
         indexes = sorted(current.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:
         return
     stale = [p for p in indexes if p != current][max(keep - 1, 0) :]
     for old in stale:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return
         try:
             with open(old.with_suffix(".lock"), "a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -48,39 +48,6 @@ __all__ = [
     "rerank_options",
 ]
 
-FEATURES: tuple[str, ...] = (
-    "log_p_pair",
-    "log_p_lattice",
-    "log_p_group",
-    "pair_rank",
-    "log_p_pair_gap",
-    "sub_mean",
-    "sub_min",
-    "sub_gap",
-    "same_element_fraction",
-    "d_electronegativity_mean",
-    "d_electronegativity_max",
-    "d_radius_mean",
-    "d_radius_max",
-    "d_mendeleev_mean",
-    "d_mendeleev_max",
-    "d_period_mean",
-    "d_group_mean",
-    "oxidation_sign_agree",
-    "d_oxidation_mean",
-    "template_e_above_hull",
-    "template_experimental",
-    "template_sites",
-    "log_prevalence",
-    "type_count",
-    "log_volume_ratio",
-    "abs_log_volume_ratio",
-    "hand_score",
-    "hand_score_gap",
-    "hand_rank",
-    "n_options",
-    "n_elements",
-)
 
 #: The features by what they describe: name -> (description, features). ``train-ranker --without NAME``
 #: trains without a group; ``bench/template_ranker.py`` ablates each.
@@ -115,6 +82,13 @@ FEATURE_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "volume": ("volume (predicted vs template)", ("log_volume_ratio", "abs_log_volume_ratio")),
     "hand": ("hand-weighted score and rank", ("hand_score", "hand_score_gap", "hand_rank")),
 }
+
+#: Every feature, in the booster's column order: the groups' features in order, then two about the query.
+FEATURES: tuple[str, ...] = (
+    *(f for _, cols in FEATURE_GROUPS.values() for f in cols),
+    "n_options",
+    "n_elements",
+)
 
 
 def features_without(names: Iterable[str]) -> tuple[str, ...]:
