@@ -57,6 +57,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, help="candidates per formula (default 20; 5 with --relax)")
     parser.add_argument("--relax", action="store_true", help="relax the k candidates with CHGNet and compare")
     parser.add_argument("--relax-steps", type=int, default=200, help="CHGNet step cap (default 200)")
+    parser.add_argument(
+        "--prerelax",
+        choices=("chgnet",),
+        help="pre-relax a pool of CRYSPNet structures with CHGNet (symmetry kept) and keep the k of lowest energy",
+    )
+    parser.add_argument(
+        "--prerelax-pool", type=int, help="structures pre-relaxed per formula (default 4 x k)"
+    )
+    parser.add_argument("--prerelax-steps", type=int, default=50, help="step cap per pre-relaxation (50)")
+    parser.add_argument(
+        "--prerelax-timeout", type=float, default=60.0, help="pre-relaxation seconds per formula (60)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_N} formulas, separate output folder")
     parser.add_argument("--out", type=Path, help="output folder (default runs/csp/<set>-k<k>-seed<seed>...)")
     parser.add_argument("--seed", type=int, default=0, help="sample order and generate_candidates seed")
@@ -117,8 +129,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse",
         type=Path,
-        help="with --source both: a cryspnet run folder whose saved candidates (same settings) are merged "
-        "instead of generating them again (default: the matching runs/csp/<set>-k<k>-seed<seed> folder)",
+        help="with --source both or --prerelax: a cryspnet run folder whose saved candidates (same settings) are "
+        "used instead of generating them again (default for both: the matching runs/csp/<set>-k<k>-seed<seed> "
+        "folder)",
     )
     parser.add_argument("--summary-only", action="store_true", help="only summarise the results on disk")
     parser.add_argument("-v", "--verbose", action="store_true", help="log generation details")
@@ -158,6 +171,10 @@ def _settings(args: argparse.Namespace) -> Any:
         z_rule=args.z_rule,
         wyckoff=args.wyckoff,
         template_ranking=args.template_ranking,
+        prerelax=args.prerelax,
+        prerelax_pool=args.prerelax_pool,
+        prerelax_steps=args.prerelax_steps,
+        prerelax_timeout=args.prerelax_timeout,
     )
 
 
@@ -169,6 +186,8 @@ def _out_dir(args: argparse.Namespace) -> Path:
         name += f"-{args.source}"
     if args.relax:
         name += f"-relax{args.relax_steps}"
+    if args.prerelax:
+        name += f"-prerelax{args.prerelax_pool or 4 * args.k}x{args.prerelax_steps}"
     if args.quick:
         name += "-quick"
     return Path("runs") / "csp" / name
@@ -181,10 +200,7 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
         # settings added after a run was started take their default values for it
         from cryspnet_gen.csp import CspSettings
 
-        old["settings"] = {
-            **{k: v for k, v in dataclasses.asdict(CspSettings()).items() if k in ("source", "templates")},
-            **old.get("settings", {}),
-        }
+        old["settings"] = {**dataclasses.asdict(CspSettings()), **old.get("settings", {})}
         keys = ("set", "model", "bundle_version", "settings", "template_scoring")
         diff = [key for key in keys if old.get(key) != config.get(key)]
         if diff:
@@ -289,12 +305,14 @@ def _summarise(args: argparse.Namespace, out: Path, formulas: list[str], config:
 
 
 def _saved_candidates(args: argparse.Namespace, formulas: list[str]) -> dict[str, Any]:
-    """CRYSPNet candidates of an earlier cryspnet run with the same generation settings (for --source both)."""
-    if args.source != "both":
+    """CRYSPNet candidates of an earlier cryspnet run with the same generation settings (for --source both, and
+    for --prerelax with --reuse: the pool is the first ones of them)."""
+    if args.source != "both" and not (args.prerelax and args.reuse):
         return {}
     from cryspnet_gen.generate import Candidate
 
     folder = args.reuse or Path("runs") / "csp" / f"{args.set}-k{max(args.k, 20)}-seed{args.seed}"
+    needed = _settings(args).generate_options().pool_size
     if not folder.is_dir():
         print(f"no earlier cryspnet run in {folder}: generating CRYSPNet candidates", file=sys.stderr)
         return {}
@@ -304,7 +322,7 @@ def _saved_candidates(args: argparse.Namespace, formulas: list[str]) -> dict[str
         type(_settings(args))()
     )  # settings added later: runs before them had the default
     keys = ("seed", "model", "max_atoms", "timeout", "timeout_per_group", "z_rule", "wyckoff")
-    if any(old.get(key, defaults[key]) != mine.get(key) for key in keys) or old.get("k", 0) < args.k:
+    if any(old.get(key, defaults[key]) != mine.get(key) for key in keys) or old.get("k", 0) < needed:
         sys.exit(
             f"{folder} was generated with other settings ({ {key: old.get(key) for key in keys} }); pass --reuse"
         )

@@ -43,7 +43,7 @@ from cryspnet_gen.records import (
     Prediction,
     SkippedPair,
 )
-from cryspnet_gen.relax import relax_and_rerank
+from cryspnet_gen.relax import prerelax_pool, relax_and_rerank
 from cryspnet_gen.sources.cryspnet import cryspnet_candidates, failure_message
 from cryspnet_gen.sources.templates import ENV_VAR, TemplateStore, resolve_store, template_candidates
 from cryspnet_gen.sources.templates.ranker import active_ranker
@@ -287,6 +287,8 @@ def candidates_for(
     falling back to CRYSPNet candidates.
     """
     build = _checked(cryspnet if cryspnet is not None else cryspnet_candidates)
+    if opts.prerelax is not None:
+        build = _prerelaxed(build)
     if source == "cryspnet":
         found = build(fu, pred, opts)
         return found, (failure_message(fu.formula, found, opts.k) if len(found) < opts.k else None)
@@ -324,6 +326,24 @@ def _checked(build: SourceFunction) -> SourceFunction:
         return found
 
     return checked
+
+
+def _prerelaxed(build: SourceFunction) -> SourceFunction:
+    """``build`` making ``opts.pool_size`` structures, pre-relaxed with their symmetry kept, of which the ``k`` of
+    lowest energy per atom are kept (:func:`cryspnet_gen.relax.prerelax_pool`) and checked again."""
+
+    def prerelaxed(fu: FormulaUnit, pred: Prediction, opts: GenerateOptions) -> CandidateList:
+        pool = build(fu, pred, opts.replace(k=opts.pool_size))
+        kept = prerelax_pool(
+            pool,
+            opts.k,
+            steps=opts.prerelax_steps,
+            timeout=opts.prerelax_timeout,
+            threads=opts.threads,
+        )
+        return check_candidates(kept, factor=opts.min_distance_factor)
+
+    return prerelaxed
 
 
 def _with_cryspnet(

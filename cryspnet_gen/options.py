@@ -23,6 +23,8 @@ from cryspnet_gen.formula import BravaisModel
 __all__ = [
     "DEFAULT_MAX_ATOMS",
     "DEFAULT_MIN_DISTANCE_FACTOR",
+    "DEFAULT_PRERELAX_STEPS",
+    "DEFAULT_PRERELAX_TIMEOUT",
     "DEFAULT_RELAX_STEPS",
     "DEFAULT_THREADS",
     "DEFAULT_TIMEOUT",
@@ -49,6 +51,10 @@ DEFAULT_TIMEOUT_PER_GROUP = 10.0
 DEFAULT_MIN_DISTANCE_FACTOR = 0.7
 #: Most optimizer steps of an in-process relaxation (``relax="chgnet"``).
 DEFAULT_RELAX_STEPS = 300
+#: Most optimizer steps of one pre-relaxation (``prerelax="chgnet"``: symmetry kept, a cheap clean-up).
+DEFAULT_PRERELAX_STEPS = 50
+#: Seconds for all pre-relaxations of one formula's CRYSPNet pool.
+DEFAULT_PRERELAX_TIMEOUT = 60.0
 #: torch (and BLAS) threads of an in-process relaxation. Measured (docs/benchmarks.md, "Threads"): LiFePO4 k=3
 #: relaxed in 44 s with 1 thread and 190 s with 2 on the shared 2-core machine; more threads than free cores
 #: slow CHGNet down many times over.
@@ -120,6 +126,12 @@ class GenerateOptions:
     relax, relax_steps
         ``"chgnet"``: relax the candidates in this process (at most ``relax_steps`` steps each) and re-rank
         them by energy per atom (:func:`cryspnet_gen.relax.relax_and_rerank`).
+    prerelax, prerelax_pool, prerelax_steps, prerelax_timeout
+        ``"chgnet"``: build ``prerelax_pool`` CRYSPNet structures (default 4 x ``k``), relax each with CHGNet for at
+        most ``prerelax_steps`` steps with its space group kept (ASE ``FixSymmetry``), all of them within
+        ``prerelax_timeout`` seconds per formula, and keep the ``k`` of lowest energy per atom
+        (:func:`cryspnet_gen.relax.prerelax_pool`). Off by default: it costs seconds to minutes per formula
+        (docs/benchmarks.md, "Pre-relaxation"). Template candidates are not pre-relaxed.
     threads
         torch threads for the relaxation (default :data:`DEFAULT_THREADS` = 1); ``None`` leaves torch's own
         setting (one per core).
@@ -159,6 +171,10 @@ class GenerateOptions:
     isolation: Isolation = "auto"
     relax: Relax | None = None
     relax_steps: int = DEFAULT_RELAX_STEPS
+    prerelax: Relax | None = None
+    prerelax_pool: int | None = None
+    prerelax_steps: int = DEFAULT_PRERELAX_STEPS
+    prerelax_timeout: float | None = DEFAULT_PRERELAX_TIMEOUT
     threads: int | None = DEFAULT_THREADS
     source: Source | None = None
     templates: Any = None
@@ -174,15 +190,16 @@ class GenerateOptions:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        for name in ("k", "per_group", "max_atoms", "relax_steps"):
+        for name in ("k", "per_group", "max_atoms", "relax_steps", "prerelax_steps"):
             put(name, _positive_int(name, getattr(self, name)))
-        if self.threads is not None:
-            put("threads", _positive_int("threads", self.threads))
+        for name in ("threads", "prerelax_pool"):
+            if getattr(self, name) is not None:
+                put(name, _positive_int(name, getattr(self, name)))
         seed = self.seed
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         put("seed", int(seed))
-        for name in ("timeout", "timeout_per_group"):
+        for name in ("timeout", "timeout_per_group", "prerelax_timeout"):
             value = getattr(self, name)
             if value is not None and not (
                 isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
@@ -204,8 +221,10 @@ class GenerateOptions:
                 raise ValueError(f"Unknown {name}={value!r}; choose from {get_args(literal)}")
         if self.isolation == "signal" and not can_use_alarm():
             raise ValueError("isolation='signal' needs SIGALRM and the main thread; use 'auto' or 'process'")
-        if self.relax is not None and self.relax not in get_args(Relax):
-            raise ValueError(f"Unknown relax={self.relax!r}; choose from {get_args(Relax)}")
+        for name in ("relax", "prerelax"):
+            value = getattr(self, name)
+            if value is not None and value not in get_args(Relax):
+                raise ValueError(f"Unknown {name}={value!r}; choose from {get_args(Relax)}")
         if self.source is not None and self.source not in get_args(Source):
             raise ValueError(f"Unknown source={self.source!r}; choose from {get_args(Source)}")
         if self.space_groups is not None:
@@ -253,6 +272,13 @@ class GenerateOptions:
             return list(value)
         except TypeError:
             raise ValueError(f"{name} must be a list, got {value!r}") from None
+
+    @property
+    def pool_size(self) -> int:
+        """How many CRYSPNet structures are built: ``k``, or the pre-relaxation pool (default 4 x ``k``)."""
+        if self.prerelax is None:
+            return self.k
+        return max(self.k, self.prerelax_pool if self.prerelax_pool is not None else 4 * self.k)
 
     def replace(self, **changes: Any) -> GenerateOptions:
         """A copy with ``changes`` applied (validated again); unknown names raise ``TypeError``."""

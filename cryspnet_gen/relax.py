@@ -12,9 +12,11 @@ Only numpy, monty and pymatgen are imported at module level; CHGNet (and torch) 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -34,10 +36,12 @@ __all__ = [
     "RelaxedCandidate",
     "StructureRelaxation",
     "load_chgnet_optimizer",
+    "prerelax_pool",
     "rank_by_energy",
     "relax_and_rerank",
     "relax_candidates",
     "relax_structure",
+    "relax_symmetric",
     "relaxed_candidate",
     "torch_threads",
 ]
@@ -183,6 +187,139 @@ def relax_structure(
         converged=bool(converged),
         seconds=seconds,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_optimizer() -> StructOptimizer:
+    """One CHGNet model per process for the pre-relaxations (loading it takes seconds)."""
+    return load_chgnet_optimizer()
+
+
+def relax_symmetric(
+    structure: Structure,
+    *,
+    optimizer: StructOptimizer | None = None,
+    steps: int = 50,
+    fmax: float = DEFAULT_FMAX,
+    deadline: float | None = None,
+    symprec: float = 0.01,
+) -> StructureRelaxation:
+    """Relax positions and cell with CHGNet, keeping the structure's space group (ASE ``FixSymmetry``).
+
+    At most ``steps`` FIRE steps (cell through ``FrechetCellFilter``); stops early at ``fmax`` (eV/Å, forces and
+    stress) or when ``time.monotonic()`` passes ``deadline``. The result's ``converged`` says whether ``fmax``
+    was reached; its energy is that of the final structure.
+    """
+    from ase.constraints import FixSymmetry
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    opt = optimizer if optimizer is not None else _shared_optimizer()
+    start = time.perf_counter()
+    atoms = AseAtomsAdaptor().get_atoms(structure)
+    atoms.calc = opt.calculator
+    atoms.set_constraint(FixSymmetry(atoms, symprec=symprec))
+    fire = FIRE(FrechetCellFilter(atoms), logfile=None)
+    converged = False
+    with warnings.catch_warnings():
+        # CHGNet converts the atoms to a pymatgen Structure at every call and warns that FixSymmetry cannot go
+        # with them: harmless, the constraint stays on the ASE atoms that are moved
+        warnings.filterwarnings("ignore", message="Only FixAtoms and FixCartesian", category=UserWarning)
+        for converged in fire.irun(fmax=fmax, steps=steps):
+            if converged or (deadline is not None and time.monotonic() > deadline):
+                break
+        energy = float(atoms.get_potential_energy())
+    # the input's species and site properties on the relaxed cell and positions (the calculator's per-atom
+    # results, float32 magnetic moments among them, are not carried over)
+    final = Structure(
+        atoms.cell[:],
+        structure.species,
+        atoms.get_scaled_positions(wrap=True),
+        site_properties=structure.site_properties or None,
+    )
+    return StructureRelaxation(
+        structure=final,
+        energy=energy,
+        energy_per_atom=energy / len(final),
+        n_steps=int(fire.nsteps),
+        converged=bool(converged),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def prerelax_pool(
+    found: CandidateList,
+    k: int,
+    *,
+    steps: int = 50,
+    fmax: float = DEFAULT_FMAX,
+    timeout: float | None = 60.0,
+    threads: int | None = 1,
+) -> CandidateList:
+    """The ``k`` candidates of lowest energy per atom after a short CHGNet relaxation with symmetry kept.
+
+    Each candidate of ``found`` (most likely first) is relaxed by :func:`relax_symmetric` until ``timeout``
+    seconds have passed for the whole pool; relaxed ones replace their structure and get ``energy_per_atom``,
+    ``relaxed_by`` and ``predicted_rank`` and a note. Ranking: relaxed candidates by energy per atom, then the
+    ones not reached in time or whose relaxation failed, in the model's order. Relaxed candidates that became the
+    same structure (``StructureMatcher`` defaults, whatever group they were built in: a rock salt built in R-3m
+    relaxes to the cubic one) keep the one of lower energy.
+    """
+    import dataclasses
+
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    relaxed: list[Candidate] = []
+    rest: list[Candidate] = []
+    with torch_threads(threads, blas=True), quiet_dependencies():
+        for c in found:
+            if deadline is not None and time.monotonic() > deadline:
+                rest.append(dataclasses.replace(c, notes=[*c.notes, "not pre-relaxed: pool time limit"]))
+                continue
+            try:
+                res = relax_symmetric(c.structure, steps=steps, fmax=fmax, deadline=deadline)
+            except Exception as exc:  # one bad structure must not stop the pool; the note says why
+                logger.warning("pre-relaxation of %s #%s failed: %s", c.formula, c.rank, exc)
+                rest.append(dataclasses.replace(c, notes=[*c.notes, f"pre-relaxation failed: {exc}"]))
+                continue
+            if not math.isfinite(res.energy_per_atom):
+                rest.append(dataclasses.replace(c, notes=[*c.notes, "pre-relaxation gave no finite energy"]))
+                continue
+            relaxed.append(
+                dataclasses.replace(
+                    c,
+                    structure=res.structure,
+                    energy_per_atom=res.energy_per_atom,
+                    relaxed_by="CHGNet (symmetry kept)",
+                    predicted_rank=c.rank,
+                    relaxed_space_group=c.space_group,
+                    notes=[
+                        *c.notes,
+                        f"pre-relaxed with CHGNet, symmetry kept: {res.n_steps} steps"
+                        f"{'' if res.converged else ' (not converged)'}, {res.energy_per_atom:.4f} eV/atom",
+                    ],
+                )
+            )
+    relaxed.sort(key=lambda c: (c.energy_per_atom, c.rank))
+    matcher = StructureMatcher()
+    kept: list[Candidate] = []
+    for c in [*relaxed, *rest]:
+        if len(kept) >= k:
+            break
+        if c.energy_per_atom is not None and any(
+            o.energy_per_atom is not None and matcher.fit(o.structure, c.structure) for o in kept
+        ):
+            continue
+        kept.append(c)
+    for rank, c in enumerate(kept, 1):
+        c.rank = rank
+    stop = found.stop_reason if len(kept) < k else None
+    return CandidateList(kept, formula=found.formula, skipped=found.skipped, stop_reason=stop)
 
 
 def relax_candidates(

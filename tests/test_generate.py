@@ -22,6 +22,7 @@ from cryspnet_gen.generate import (
     Candidate,
     CandidateList,
     CandidateWarning,
+    GenerateOptions,
     GenerationError,
     generate_candidates,
     generate_many,
@@ -491,3 +492,138 @@ def test_time_limits_at_any_moment_leave_no_trace():
         assert sys.stdout is stdout and signal.getsignal(signal.SIGALRM) is handler
         assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
     assert "time limit" in outcomes
+
+
+def test_prerelax_keeps_symmetry_and_keeps_the_lowest_energy(predictor) -> None:
+    """prerelax="chgnet" builds a larger pool, relaxes each with its space group kept and keeps the k of lowest
+    energy per atom, with the model's rank kept in predicted_rank."""
+    cands = generate_candidates(
+        "NaCl",
+        k=2,
+        seed=0,
+        predictor=predictor,
+        space_groups=[225, 221, 216],
+        prerelax="chgnet",
+        prerelax_pool=3,
+        prerelax_steps=5,
+        source="cryspnet",
+        **FAST,
+    )
+    assert len(cands) == 2
+    energies = [c.energy_per_atom for c in cands]
+    assert all(e is not None and np.isfinite(e) for e in energies)
+    assert energies == sorted(energies)
+    assert [c.rank for c in cands] == [1, 2]
+    assert all(c.predicted_rank in (1, 2, 3) for c in cands)
+    for c in cands:
+        assert c.relaxed_by == "CHGNet (symmetry kept)"
+        assert c.structure.get_space_group_info(symprec=0.01)[1] == c.space_group
+        assert any("pre-relaxed" in n for n in c.notes)
+        assert Candidate.from_dict(json.loads(json.dumps(c.as_dict()))).energy_per_atom == c.energy_per_atom
+
+
+def test_relax_symmetric_lowers_the_energy_and_keeps_the_group() -> None:
+    pytest.importorskip("chgnet")
+    from pymatgen.core import Lattice, Structure
+
+    from cryspnet_gen.relax import relax_symmetric
+
+    # rock salt squeezed 10 %: the relaxation must expand it and keep Fm-3m
+    nacl = Structure.from_spacegroup(225, Lattice.cubic(5.1), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    first = relax_symmetric(nacl, steps=1)
+    res = relax_symmetric(nacl, steps=15)
+    assert res.energy_per_atom < first.energy_per_atom
+    assert res.structure.volume > nacl.volume
+    assert res.structure.get_space_group_info(symprec=0.01)[1] == 225
+    assert 1 <= res.n_steps <= 15
+    # a deadline already passed stops after the first force evaluation
+    late = relax_symmetric(nacl, steps=15, deadline=time.monotonic() - 1)
+    assert late.n_steps == 0 and not late.converged
+
+
+def test_prerelax_pool_honours_its_time_limit() -> None:
+    """The pool's time limit: structures not reached in time keep their unrelaxed structure, come after the relaxed
+    ones in the model's order and say why; the whole pool stops within a bounded time."""
+    pytest.importorskip("chgnet")
+    from pymatgen.core import Lattice, Structure
+
+    from cryspnet_gen.records import CandidateList
+    from cryspnet_gen.relax import prerelax_pool, relax_symmetric
+
+    relax_symmetric(  # load CHGNet before timing
+        Structure(Lattice.cubic(3.0), ["Na"], [[0, 0, 0]]), steps=1
+    )
+
+    def cand(rank: int, a: float) -> Candidate:
+        s = Structure.from_spacegroup(225, Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        return Candidate(
+            formula="NaCl", rank=rank, bravais="cF", space_group=225, space_group_symbol="Fm-3m",
+            probability=0.5 / rank, bravais_probability=0.5, space_group_probability=1.0, structure=s, z=4,
+            formula_unit="NaCl",
+        )  # fmt: skip
+
+    pool = CandidateList([cand(i, 5.0 + 0.1 * i) for i in range(1, 7)], formula="NaCl")
+    start = time.monotonic()
+    kept = prerelax_pool(pool, 6, steps=200, fmax=1e-6, timeout=1.0)
+    elapsed = time.monotonic() - start
+    assert elapsed < 8.0  # one step after the limit at most, plus the de-duplication
+    relaxed = [c for c in kept if c.energy_per_atom is not None]
+    late = [c for c in kept if c.energy_per_atom is None]
+    assert late, "a 1 s limit on six 200-step relaxations must leave some unrelaxed"
+    assert all("time limit" in c.notes[-1] for c in late)
+    assert kept[: len(relaxed)] == relaxed  # relaxed first, by energy, then the rest in the model's order
+    assert [c.energy_per_atom for c in relaxed] == sorted(c.energy_per_atom for c in relaxed)
+    late_a = [c.structure.lattice.a for c in late]  # unrelaxed: a = 5.0 + 0.1 x model rank
+    assert late_a == sorted(late_a)
+    assert [c.rank for c in kept] == list(range(1, len(kept) + 1))
+
+
+def test_prerelax_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="prerelax='x'"):
+        GenerateOptions(prerelax="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="prerelax_pool"):
+        GenerateOptions(prerelax="chgnet", prerelax_pool=0)
+    with pytest.raises(ValueError, match="prerelax_timeout"):
+        GenerateOptions(prerelax_timeout=-1)
+    assert GenerateOptions(k=3).pool_size == 3
+    assert GenerateOptions(k=3, prerelax="chgnet").pool_size == 12
+    assert GenerateOptions(k=3, prerelax="chgnet", prerelax_pool=2).pool_size == 3
+
+
+def test_prerelax_pool_keeps_one_of_structures_that_relax_to_the_same() -> None:
+    """Rock salt built in R-3m (stretched along [111]) relaxes to the cubic rock salt built in Fm-3m: one is kept,
+    the one of lower energy, and the k slots go to different structures."""
+    pytest.importorskip("chgnet")
+    from pymatgen.core import Lattice, Structure
+
+    from cryspnet_gen.records import CandidateList
+    from cryspnet_gen.relax import prerelax_pool
+
+    a = 5.64
+    cubic = Structure.from_spacegroup(225, Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    rhombo = Structure.from_spacegroup(
+        166, Lattice.hexagonal(a / 2**0.5, a * 3**0.5 * 1.08), ["Na", "Cl"], [[0, 0, 0], [0, 0, 0.5]]
+    )
+    cesium = Structure.from_spacegroup(221, Lattice.cubic(3.4), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    common = {
+        "formula": "NaCl",
+        "bravais_probability": 0.5,
+        "space_group_probability": 0.5,
+        "formula_unit": "NaCl",
+    }
+    pool = CandidateList(
+        [
+            Candidate(rank=1, bravais="hR", space_group=166, space_group_symbol="R-3m", probability=0.4,
+                      structure=rhombo, z=3, **common),
+            Candidate(rank=2, bravais="cP", space_group=221, space_group_symbol="Pm-3m", probability=0.3,
+                      structure=cesium, z=1, **common),
+            Candidate(rank=3, bravais="cF", space_group=225, space_group_symbol="Fm-3m", probability=0.2,
+                      structure=cubic, z=4, **common),
+        ],
+        formula="NaCl",
+    )  # fmt: skip
+    kept = prerelax_pool(pool, 3, steps=60, timeout=None)
+    assert len(kept) == 2
+    assert {c.predicted_rank for c in kept} & {1, 3} and 2 in {c.predicted_rank for c in kept}
+    energies = [c.energy_per_atom for c in kept]
+    assert energies == sorted(energies)

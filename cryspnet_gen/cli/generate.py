@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from cryspnet_gen.options import GenerateOptions
     from cryspnet_gen.records import GenerationResult
 
-__all__ = ["add_subcommands", "cmd_generate", "generate_options", "output_formats"]
+__all__ = ["add_relax_options", "add_subcommands", "cmd_generate", "generate_options", "output_formats"]
 
 
 def output_formats(text: str) -> tuple[FileFormat, ...]:
@@ -57,6 +57,10 @@ OPTION_ARGS = {
     "timeout": "timeout",
     "relax": "relax",
     "relax_steps": "steps",
+    "prerelax": "prerelax",
+    "prerelax_pool": "prerelax_pool",
+    "prerelax_steps": "prerelax_steps",
+    "prerelax_timeout": "prerelax_timeout",
     "threads": "threads",
     "source": "source",
     "known": "known",
@@ -140,7 +144,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def add_subcommands(subparsers: Any) -> None:
     """Add ``generate`` to the ``cryspnet-gen`` subparsers."""
-    from cryspnet_gen.options import DEFAULT_MAX_ATOMS, DEFAULT_RELAX_STEPS, DEFAULT_THREADS, DEFAULT_TIMEOUT
+    from cryspnet_gen.options import DEFAULT_MAX_ATOMS, DEFAULT_TIMEOUT
 
     p = subcommand(subparsers, "generate", "candidate crystal structures of formulas, written as POSCAR/CIF")
     add_formula_inputs(p)
@@ -199,6 +203,27 @@ def add_subcommands(subparsers: Any) -> None:
         metavar="SECONDS",
         help="seconds per formula",
     )
+    add_relax_options(p)
+    add_model_option(p)
+    add_bravais_model(p)
+    add_force(p)
+    add_source_options(
+        p,
+        templates_help="template store or prototype library folder (default: $CRYSPNET_GEN_TEMPLATES, else the "
+        "prototype library shipped with cryspnet-gen)",
+    )
+    p.set_defaults(func=cmd_generate)
+
+
+def add_relax_options(p: argparse.ArgumentParser) -> None:
+    """``--relax``, ``--steps``, the ``--prerelax`` options and ``--threads`` of ``generate``."""
+    from cryspnet_gen.options import (
+        DEFAULT_PRERELAX_STEPS,
+        DEFAULT_PRERELAX_TIMEOUT,
+        DEFAULT_RELAX_STEPS,
+        DEFAULT_THREADS,
+    )
+
     p.add_argument(
         "--relax",
         choices=["chgnet"],
@@ -212,18 +237,37 @@ def add_subcommands(subparsers: Any) -> None:
         help="relaxation step cap per structure (with --relax)",
     )
     p.add_argument(
+        "--prerelax",
+        choices=["chgnet"],
+        default=None,
+        help="build a larger pool of CRYSPNet structures, relax each briefly with CHGNet keeping its space group, "
+        "and keep the k of lowest energy per atom (default: off; costs seconds to a minute per formula)",
+    )
+    p.add_argument(
+        "--prerelax-pool",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="CRYSPNet structures built and pre-relaxed per formula (with --prerelax; default: 4 x k)",
+    )
+    p.add_argument(
+        "--prerelax-steps",
+        type=positive_int,
+        default=DEFAULT_PRERELAX_STEPS,
+        help="step cap per pre-relaxation (with --prerelax)",
+    )
+    p.add_argument(
+        "--prerelax-timeout",
+        type=positive_float,
+        default=DEFAULT_PRERELAX_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds for all pre-relaxations of one formula; structures not reached keep their unrelaxed form "
+        "and come after the relaxed ones (with --prerelax)",
+    )
+    p.add_argument(
         "--threads",
         type=positive_int,
         default=DEFAULT_THREADS,
-        help="torch and BLAS threads for --relax; more threads than free cores slow CHGNet down many times over "
+        help="torch and BLAS threads for --relax and --prerelax; more threads than free cores slow CHGNet down many times over "
         "(default: %(default)s, measured fastest: docs/benchmarks.md)",
     )
-    add_model_option(p)
-    add_bravais_model(p)
-    add_force(p)
-    add_source_options(
-        p,
-        templates_help="template store or prototype library folder (default: $CRYSPNET_GEN_TEMPLATES, else the "
-        "prototype library shipped with cryspnet-gen)",
-    )
-    p.set_defaults(func=cmd_generate)

@@ -125,6 +125,9 @@ class CspSettings:
     template_ranking
         ``GenerateOptions.template_ranking``: ``"auto"`` (the bundle's learned ranker when it has one),
         ``"learned"`` or ``"score"`` (the hand-weighted score).
+    prerelax, prerelax_pool, prerelax_steps, prerelax_timeout
+        ``GenerateOptions.prerelax`` and its settings: CRYSPNet structures of a larger pool pre-relaxed with
+        CHGNet (symmetry kept) and the ``k`` of lowest energy kept.
     """
 
     k: int = 20
@@ -141,6 +144,10 @@ class CspSettings:
     z_rule: str = "smallest"
     wyckoff: str = "auto"
     template_ranking: str = "auto"
+    prerelax: str | None = None
+    prerelax_pool: int | None = None
+    prerelax_steps: int = 50
+    prerelax_timeout: float | None = 60.0
 
     def generate_options(self) -> GenerateOptions:
         """The :class:`~cryspnet_gen.options.GenerateOptions` these settings generate with (validated)."""
@@ -156,6 +163,10 @@ class CspSettings:
             z_rule=self.z_rule,  # type: ignore[arg-type]
             wyckoff=self.wyckoff,  # type: ignore[arg-type]
             template_ranking=self.template_ranking,  # type: ignore[arg-type]
+            prerelax=self.prerelax,  # type: ignore[arg-type]
+            prerelax_pool=self.prerelax_pool,
+            prerelax_steps=self.prerelax_steps,
+            prerelax_timeout=self.prerelax_timeout,
             known=False,  # a benchmark formula's own structure must never be looked up
         )
 
@@ -163,8 +174,9 @@ class CspSettings:
 class _CryspnetSource:
     """The CRYSPNet source as ``candidates_for(cryspnet=...)`` calls it, recording what the results keep.
 
-    ``saved``: candidates generated earlier with the same settings and the seconds that took; they are
-    answered instead of generating again (copies: ``candidates_for`` may add notes to them).
+    ``saved``: candidates generated earlier with the same settings and the seconds that took; the first
+    ``opts.k`` of them are answered instead of generating again (copies: ``candidates_for`` may add notes to
+    them).
     """
 
     def __init__(self, saved: tuple[Sequence[Candidate], float] | None) -> None:
@@ -180,7 +192,7 @@ class _CryspnetSource:
             if self.saved is not None:
                 cands, self.saved_seconds = self.saved
                 found = CandidateList(
-                    [dataclasses.replace(c, notes=list(c.notes)) for c in cands], formula=fu.formula
+                    [dataclasses.replace(c, notes=list(c.notes)) for c in cands[: opts.k]], formula=fu.formula
                 )
             else:
                 found = cryspnet_candidates(fu, pred, opts)
