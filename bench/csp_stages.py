@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "| run | formulas | k | match % | " + " | ".join(ORDER[1:]) + " | new types | new types matched % |"
     )
     print("|---|--:|--:|--:|" + "--:|" * (len(ORDER) - 1) + "--:|--:|")
+    new_rows: list[str] = []
     for folder in args.runs:
         results = read_results(folder)
         if not results:
@@ -102,6 +103,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {folder.name} | {n} | {k} | {100 * counts.get('matched', 0) / n:.1f} | {cells} | "
                 f"{len(fresh)} | {pct_new} |"
             )
+            if fresh:
+                by_stage = stage_counts(fresh, k)
+                new_rows.append(
+                    f"| {folder.name} | {len(fresh)} | {k} | "
+                    + " | ".join(str(by_stage.get(s, 0)) for s in ORDER)
+                    + " |"
+                )
+    if new_rows:
+        print("\nNew structure types only (no template of the anonymous formula in the true group):\n")
+        print("| run | formulas | k | " + " | ".join(ORDER) + " |")
+        print("|---|--:|--:|" + "--:|" * len(ORDER))
+        print("\n".join(new_rows))
     return 0
 
 
