@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--save", help="write the validation rows and probabilities (best epoch) to this .npz"
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -135,6 +138,8 @@ def main() -> None:
         if val_loss < best[0]:
             best = (val_loss, p, epoch + 1)
     _, p_att, epoch = best
+    if args.save:
+        np.savez(args.save, rows=va, p=p_att)
     print(
         f"element attention (best val loss, epoch {epoch}): top-1 {topk(p_att, y[va], 1):.4f} "
         f"top-2 {topk(p_att, y[va], 2):.4f}; {time.perf_counter() - t0:.0f} s"

@@ -581,8 +581,13 @@ def _describe_class_model(entry: dict[str, Any]) -> str:
             for p, w in zip(entry["parts"], entry["weights"], strict=True)
         )
         return f"stack of {parts}"
-    hidden = entry.get("model_args", {}).get("hidden")
-    return f"{entry.get('n_members')} networks, hidden {hidden}, {entry.get('n_train')} training rows"
+    args = entry.get("model_args", {})
+    if entry.get("model_class") == "ElementAttention":
+        return (
+            f"{entry.get('n_members')} element-attention networks (embedding {args.get('dim')}, "
+            f"{args.get('rounds')} rounds), {entry.get('n_train')} training rows"
+        )
+    return f"{entry.get('n_members')} networks, hidden {args.get('hidden')}, {entry.get('n_train')} training rows"
 
 
 def _fmt(x: Any) -> str:

@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -30,6 +30,7 @@ __all__ = [
     "FormulaUnit",
     "anonymous_formula",
     "canonical_formula",
+    "element_encoding",
     "formula_unit",
     "is_metal",
     "is_oxide",
@@ -583,3 +584,24 @@ def subset_mask(formulas: Iterable[str], subset: BravaisModel) -> np.ndarray:
 def canonical_elements(amounts: dict[int, int]) -> list[int]:
     """Elements ordered by (amount, atomic number): the order in which template sites are stored."""
     return sorted(amounts, key=lambda z: (amounts[z], z))
+
+
+def element_encoding(formulas: Sequence[object], max_elements: int = 12) -> np.ndarray:
+    """The weighted set of elements of each formula as a float32 array ``(n, 2 * max_elements)``.
+
+    The first ``max_elements`` columns hold the atomic numbers, most abundant element first (0 pads), the last
+    ``max_elements`` their atomic fractions; a formula that does not parse is all zeros, and one with more
+    elements keeps its ``max_elements`` most abundant (fractions renormalised). This is the input of the
+    composition-learning model (:class:`cryspnet_gen.nn.ElementAttention`).
+    """
+    out = np.zeros((len(formulas), 2 * max_elements), dtype=np.float32)
+    for i, formula in enumerate(formulas):
+        parsed = parse_amounts(formula)
+        if isinstance(parsed, str):
+            continue
+        pairs = sorted(zip(parsed[1], parsed[0], strict=True), key=lambda p: (-p[0], p[1]))[:max_elements]
+        total = sum(a for a, _ in pairs)
+        for j, (amount, z) in enumerate(pairs):
+            out[i, j] = z
+            out[i, max_elements + j] = amount / total
+    return out

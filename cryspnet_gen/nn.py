@@ -1,4 +1,5 @@
-"""Torch modules for cryspnet-gen: fully connected networks over composition features.
+"""Torch modules for cryspnet-gen: fully connected networks over composition features, and an attention
+network over the elements of a formula (:class:`ElementAttention`).
 
 Every module keeps the keyword arguments it was built with in ``model_args`` (a JSON-serialisable dict), so a
 bundle stores ``{model_args, state_dict}`` per network and rebuilds it without pickles (the chgnet checkpoint
@@ -22,6 +23,7 @@ __all__ = [
     "MLP",
     "RANGE_MARGIN",
     "Classifier",
+    "ElementAttention",
     "Ensemble",
     "Regressor",
     "Standardizer",
@@ -33,6 +35,8 @@ __all__ = [
 # extremes then sit inside the sigmoid rather than at its saturated ends (fastai's ``y_range`` habit), and
 # test values a little outside the training range stay reachable.
 RANGE_MARGIN = 0.1
+#: Rows of the element embedding table: padding (0) and atomic numbers 1-119.
+N_ELEMENT_EMBEDDINGS = 120
 
 
 class Standardizer(nn.Module):
@@ -70,6 +74,8 @@ class Standardizer(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Inputs may carry the element encoding after the features (:class:`ElementAttention`): ignore it.
+        x = x[..., : self.mean.shape[0]]
         return torch.nan_to_num((x - self.mean) / self.std, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -212,6 +218,92 @@ class Regressor(nn.Module):
         return z * (self.hi - self.lo) + self.lo
 
 
+class ElementAttention(nn.Module):
+    """A classifier that learns from the composition itself: the weighted set of elements (Roost-style).
+
+    Each element is a learned embedding (trained with the model, nothing downloaded); ``rounds`` rounds of
+    attention between the elements of a formula, each element attending to the others weighted by their atomic
+    fractions, update the embeddings (Roost's message passing, simplified); fraction-weighted attention pooling
+    and an MLP head give the logits. It reads the element encoding that follows the ``n_features`` composition
+    statistics in its input (:func:`cryspnet_gen.formula.element_encoding`: ``max_elements`` atomic numbers,
+    then their fractions) and ignores the statistics.
+
+    Parameters
+    ----------
+    n_features
+        Number of composition statistics before the encoding in the input.
+    n_classes
+        Number of classes (logits).
+    max_elements
+        Elements per formula in the encoding.
+    dim
+        Width of the element embeddings.
+    rounds
+        Rounds of attention.
+    hidden
+        Hidden width of the head.
+    dropout
+        Dropout in the head.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_features: int,
+        n_classes: int,
+        max_elements: int = 12,
+        dim: int = 96,
+        rounds: int = 3,
+        hidden: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.model_args: dict[str, Any] = {
+            "n_features": int(n_features),
+            "n_classes": int(n_classes),
+            "max_elements": int(max_elements),
+            "dim": int(dim),
+            "rounds": int(rounds),
+            "hidden": int(hidden),
+            "dropout": float(dropout),
+        }
+        self.embed = nn.Embedding(N_ELEMENT_EMBEDDINGS, dim, padding_idx=0)
+        self.gates = nn.ModuleList(
+            nn.Sequential(nn.Linear(2 * dim, dim), nn.SiLU(), nn.Linear(dim, 1)) for _ in range(rounds)
+        )
+        self.messages = nn.ModuleList(
+            nn.Sequential(nn.Linear(2 * dim, dim), nn.SiLU(), nn.Linear(dim, dim)) for _ in range(rounds)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(rounds))
+        self.pool_gate = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, 1))
+        self.head = nn.Sequential(
+            nn.Linear(dim, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits, shape ``(n, n_classes)``; ``x`` is ``(n, n_features + 2 * max_elements)``."""
+        f, m = self.model_args["n_features"], self.model_args["max_elements"]
+        if x.shape[-1] != f + 2 * m:
+            raise ValueError(
+                f"the element-attention model needs the element encoding after the {f} features "
+                f"({f + 2 * m} columns), got {x.shape[-1]}"
+            )
+        z = torch.nan_to_num(x[:, f : f + m]).round().long().clamp(0, N_ELEMENT_EMBEDDINGS - 1)
+        w = torch.nan_to_num(x[:, f + m :]).clamp_min(0.0)
+        width = max(int((z > 0).sum(1).max()) if len(z) else 1, 1)  # trim the padding to the largest formula
+        z, w = z[:, :width], w[:, :width]
+        mask = z > 0
+        logw = torch.where(mask, torch.log(w.clamp_min(1e-6)), torch.full_like(w, -1e9))
+        h = self.embed(z) + 0.1 * torch.log(w.clamp_min(1e-6)).unsqueeze(-1)
+        n = z.shape[1]
+        for gate, message, norm in zip(self.gates, self.messages, self.norms, strict=True):
+            pair = torch.cat([h.unsqueeze(2).expand(-1, -1, n, -1), h.unsqueeze(1).expand(-1, n, -1, -1)], -1)
+            att = torch.softmax(gate(pair).squeeze(-1) + logw.unsqueeze(1), dim=-1)  # i attends to j, by w_j
+            h = norm(h + (att.unsqueeze(-1) * message(pair)).sum(2))
+        pool = torch.softmax(self.pool_gate(h).squeeze(-1) + logw, dim=-1)
+        return self.head((pool.unsqueeze(-1) * h).sum(1))
+
+
 class Ensemble(nn.Module):
     """Independently trained members of one architecture; ``forward`` stacks their outputs.
 
@@ -232,7 +324,11 @@ class Ensemble(nn.Module):
         return torch.stack([m(x) for m in self.members])
 
 
-_MODULES: dict[str, type[nn.Module]] = {"Classifier": Classifier, "Regressor": Regressor}
+_MODULES: dict[str, type[nn.Module]] = {
+    "Classifier": Classifier,
+    "Regressor": Regressor,
+    "ElementAttention": ElementAttention,
+}
 
 
 def build_module(model_class: str, model_args: dict[str, Any]) -> nn.Module:

@@ -150,12 +150,15 @@ class _ClassTask:
 class _TreeTask(_ClassTask):
     """A gradient-boosted tree classifier (one model: no spread)."""
 
-    def __init__(self, classes: Sequence[Any], model: TreeClassifier, *, temperature: float = 1.0) -> None:
+    def __init__(
+        self, classes: Sequence[Any], model: TreeClassifier, *, n_features: int, temperature: float = 1.0
+    ) -> None:
         super().__init__(classes, temperature=temperature)
         self.model = model
+        self.n_features = int(n_features)
 
     def raw_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean = self.model.proba(X)
+        mean = self.model.proba(X[:, : self.n_features])  # without the element encoding, if any
         return mean, np.zeros_like(mean)
 
 
@@ -284,6 +287,9 @@ class Predictor:
         self.name: str = manifest["name"]
         self.version: str = str(manifest["version"])
         self.feature_labels: list[str] = list(manifest["features"]["labels"])
+        #: Elements per formula in the element encoding that follows the features in the classifiers' input
+        #: (:func:`cryspnet_gen.formula.element_encoding`); 0 for bundles without an element-attention model.
+        self.element_slots: int = int(manifest["features"].get("element_slots", 0))
         #: torch intra-op threads while predicting, restored afterwards (None: leave torch's setting). The
         #: networks are small: one thread runs them about as fast as several on an idle machine, and 20x faster
         #: than two on a busy 2-core machine, where OpenMP threads wait for each other.
@@ -418,7 +424,7 @@ class Predictor:
                 )
             except TreeModelError as exc:
                 raise BundleError(f"{where}: tree file {name}: {exc}; {RETRAIN_HINT}") from exc
-            return _TreeTask(classes, model, temperature=temperature)
+            return _TreeTask(classes, model, n_features=len(self.feature_labels), temperature=temperature)
         if kind == "stack":
             parts = [self._class_task(part, tensors, file, prefix, where) for part in entry["parts"]]
             if any(list(part.classes) != list(classes) for part in parts):
@@ -477,10 +483,34 @@ class Predictor:
 
     # -- vectorised building blocks (features in, arrays out) ---------------------------------------------
 
-    def _features(self, X: np.ndarray) -> np.ndarray:
+    def model_inputs(self, X: np.ndarray, formulas: Sequence[object]) -> np.ndarray:
+        """What this bundle's classifiers read: the features ``X``, followed by the element encoding of
+        ``formulas`` when the bundle has an element-attention model (``X`` itself otherwise, or when it already
+        carries the encoding). Pass the result wherever the methods below take ``X``."""
         arr = np.asarray(X, dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[1] != len(self.feature_labels):
-            raise ValueError(f"expected features of shape (n, {len(self.feature_labels)}), got {arr.shape}")
+        if not self.element_slots or arr.ndim != 2 or arr.shape[1] != len(self.feature_labels):
+            return arr
+        if len(formulas) != len(arr):
+            raise ValueError(f"{len(arr)} feature rows for {len(formulas)} formulas")
+        from cryspnet_gen.formula import element_encoding
+
+        return np.hstack([arr, element_encoding(list(formulas), self.element_slots)])
+
+    def _features(self, X: np.ndarray, *, classifiers: bool = False) -> np.ndarray:
+        """``X`` checked: the features, or the features and the element encoding (:meth:`model_inputs`), which
+        the classifiers of an element-attention bundle need (``classifiers=True``)."""
+        arr = np.asarray(X, dtype=np.float32)
+        n = len(self.feature_labels)
+        widths = (n, n + 2 * self.element_slots) if self.element_slots else (n,)
+        if arr.ndim != 2 or arr.shape[1] not in widths:
+            raise ValueError(
+                f"expected features of shape (n, {' or '.join(map(str, widths))}), got {arr.shape}"
+            )
+        if classifiers and arr.shape[1] != widths[-1]:
+            raise ValueError(
+                f"bundle {self.name!r} has an element-attention model, which reads the formulas: pass "
+                f"predictor.model_inputs(X, formulas) instead of the features alone"
+            )
         return arr
 
     def _bravais_model(self, model: str) -> _ClassTask:
@@ -497,7 +527,7 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray]:
         """P(lattice) ensemble mean and std, ``(n, 14)`` each, columns in ``BRAVAIS_LATTICES`` order."""
         with torch_threads(self.num_threads):
-            return self._bravais_model(model).proba(self._features(X))
+            return self._bravais_model(model).proba(self._features(X, classifiers=True))
 
     def space_group_probabilities(
         self, X: np.ndarray, bravais: str
@@ -505,7 +535,7 @@ class Predictor:
         """``(groups, mean, std)``: P(group | ``bravais``) over that lattice's modelled groups."""
         task = self._space_group[self._check_bravais(bravais)]
         with torch_threads(self.num_threads):
-            mean, std = task.proba(self._features(X))
+            mean, std = task.proba(self._features(X, classifiers=True))
         return [int(g) for g in task.classes], mean, std
 
     def space_group_classes(self, bravais: str) -> list[int]:
@@ -582,7 +612,7 @@ class Predictor:
         file = self.manifest["tasks"]["space_group"].get("file")
         task = self._class_task(entry, self._tensors, entry.get("file", file), prefix, self.name)
         with torch_threads(self.num_threads):
-            return task.raw_proba(self._features(X))[0]
+            return task.raw_proba(self._features(X, classifiers=True))[0]
 
     def _check_bravais(self, bravais: str) -> str:
         if bravais not in self.bravais_lattices:
@@ -679,7 +709,7 @@ class Predictor:
         Rows with an error, or with no finite feature, give error Predictions.
         """
         self._check_options(top_bravais, top_space_groups, model)
-        X = self._features(X)
+        X = self._features(self.model_inputs(X, formulas), classifiers=True)
         n = len(formulas)
         if len(X) != n:
             raise ValueError(f"{len(X)} feature rows for {n} formulas")

@@ -312,3 +312,123 @@ def test_native_booster_predicts_like_the_lightgbm_package(tree_bundle, table):
         NativeBooster("not a model")
     with pytest.raises(TreeModelError, match="not a LightGBM text model"):
         TreeClassifier("tree\nversion=v4\n", n_classes=14, n_features=X.shape[1])
+
+
+# -- element attention: the arch that learns from the composition itself -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def attention_bundle(table, tmp_path_factory):
+    frame, X, labels = table
+    out = tmp_path_factory.mktemp("attention")
+    return train_tiny(
+        frame,
+        X,
+        labels,
+        out,
+        name="attention",
+        seed=0,
+        settings=FEATURIZER_SETTINGS,
+        arch="attention-stack",
+        subset_models=[],
+        space_group_arch="shared_trunk",
+        attention_dim=16,
+        attention_rounds=1,
+        attention_hidden=16,
+        attention_epochs=3,
+        attention_batch_size=64,
+        # weak trees, so that the validation-weighted stack keeps both parts
+        **{**TREES, "tree_max_rounds": 2, "tree_space_group": {"tree_num_leaves": 3, "tree_max_rounds": 1}},
+    )
+
+
+def test_element_encoding_orders_truncates_and_pads():
+    from cryspnet_gen.formula import element_encoding
+
+    enc = element_encoding(["Li7La3Zr2O12", "NaCl", "Xx2", "HLiBeBCNOF"], max_elements=4)
+    assert enc.shape == (4, 8) and enc.dtype == np.float32
+    assert enc[0, :4].tolist() == [8, 3, 57, 40]  # O, Li, La, Zr: most abundant first
+    assert enc[0, 4:].tolist() == pytest.approx([12 / 24, 7 / 24, 3 / 24, 2 / 24])
+    assert enc[1].tolist() == [11, 17, 0, 0, 0.5, 0.5, 0, 0]  # a tie keeps atomic-number order; zeros pad
+    assert not enc[2].any()  # an unparseable formula is all padding
+    assert enc[3, 4:].sum() == pytest.approx(1.0)  # eight elements: the four kept renormalised
+
+
+def test_element_attention_reads_the_elements_not_their_order_nor_the_features():
+    from cryspnet_gen.formula import element_encoding
+    from cryspnet_gen.nn import ElementAttention
+
+    torch.manual_seed(0)
+    net = ElementAttention(n_features=3, n_classes=5, max_elements=4, dim=8, rounds=2, hidden=8).eval()
+    enc = element_encoding(["Li7La3Zr2O12", "Fe2O3"], max_elements=4)
+    shuffled = enc.copy()
+    shuffled[0, [0, 1, 2, 3, 4, 5, 6, 7]] = enc[0, [2, 0, 3, 1, 6, 4, 7, 5]]
+    feats = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    with torch.no_grad():
+        a = net(torch.from_numpy(np.hstack([feats, enc])))
+        b = net(torch.from_numpy(np.hstack([feats * 0, shuffled])))
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a[0], a[1])  # different compositions, different logits
+    with pytest.raises(ValueError, match="element encoding"):
+        net(torch.from_numpy(feats))
+
+
+def test_attention_bundle_trains_stacks_and_predicts(attention_bundle, table):
+    frame, X, _ = table
+    manifest = read_manifest(attention_bundle)
+    assert manifest["train_config"]["arch"] == "attention-stack"
+    assert manifest["features"]["element_slots"] == 12
+    master = manifest["tasks"]["bravais"]["master"]
+    parts = master.get("parts", [master])
+    classes = {p.get("model_class") for p in parts} | {
+        manifest["tasks"]["space_group"]["shared"]["model_class"]
+    }
+    assert "ElementAttention" in classes
+    shared = manifest["tasks"]["space_group"]["shared"]
+    assert all(m["train_loss"] < np.log(len(shared["classes"])) for m in shared["members"])  # it learned
+    val = manifest["metrics"]["validation"]
+    mode_acc = float(
+        (frame[frame.split == "val"].bravais == frame[frame.split == "train"].bravais.mode()[0]).mean()
+    )
+    assert val["bravais"]["master"]["top1"] > mode_acc + 0.2
+    predictor = load_predictor(path=attention_bundle)
+    preds = predictor.predict(["NaCl", "Fe2O3", "Xx"], top_bravais=14)
+    assert preds[2].error is not None
+    for p in preds[:2]:
+        assert sum(lat.probability for lat in p.lattices) == pytest.approx(1.0, abs=1e-6)
+    formulas = list(frame["formula"][:5])
+    p_in, _ = predictor.bravais_probabilities(predictor.model_inputs(X[:5], formulas))
+    by_predict = predictor.predict(formulas, top_bravais=14)
+    assert p_in[0] == pytest.approx(
+        [by_predict[0].bravais_probabilities[b] for b in BRAVAIS_LATTICES], abs=1e-9
+    )
+    with pytest.raises(ValueError, match="model_inputs"):
+        predictor.bravais_probabilities(X[:5])  # the features alone cannot feed the attention model
+    assert predictor.volume_per_atom(X[:5])[0].shape == (5,)  # the regressors need no formulas
+
+
+def test_plain_attention_arch_and_its_cli_option(table, tmp_path):
+    frame, X, labels = table
+    out = train_tiny(
+        frame,
+        X,
+        labels,
+        tmp_path,
+        name="att",
+        seed=0,
+        settings=FEATURIZER_SETTINGS,
+        arch="attention",
+        subset_models=[],
+        attention_dim=8,
+        attention_rounds=1,
+        attention_hidden=8,
+        attention_epochs=2,
+        attention_batch_size=128,
+        min_rows=400,  # few lattices get a network: seconds
+    )
+    manifest = read_manifest(out)
+    assert manifest["tasks"]["bravais"]["master"]["model_class"] == "ElementAttention"
+    assert "trees" not in manifest or not manifest["trees"]
+    assert "element-attention networks" in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="attention_dim"):
+        TrainConfig(attention_dim=0)

@@ -23,7 +23,7 @@ __all__ = ["PRESETS", "add_interpretability", "add_subcommands", "cmd_evaluate",
 #: The names ``TrainConfig.preset`` knows (tests/test_cli.py checks that they agree).
 PRESETS = ("default", "fast", "shipped", "shipped-mlp", "tiny")
 #: The classifier families of ``TrainConfig.arch`` (tests/test_cli.py checks that they agree).
-ARCHS = ("cryspnet-mlp", "lightgbm", "stack")
+ARCHS = ("cryspnet-mlp", "lightgbm", "stack", "attention", "attention-stack")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

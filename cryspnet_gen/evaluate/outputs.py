@@ -42,8 +42,13 @@ class ModelOutputs:
         return joint_space_group_proba(self.p_lattice, self.conditional)
 
 
-def predictor_outputs(predictor: Any, X: np.ndarray, *, model: str = "master") -> ModelOutputs:
-    """Run every network of a :class:`~cryspnet_gen.predict.Predictor` on a feature matrix."""
+def predictor_outputs(
+    predictor: Any, X: np.ndarray, *, model: str = "master", formulas: Sequence[str] | None = None
+) -> ModelOutputs:
+    """Run every network of a :class:`~cryspnet_gen.predict.Predictor` on a feature matrix (and, for a bundle
+    with an element-attention model, on the ``formulas`` of its rows)."""
+    if formulas is not None:
+        X = predictor.model_inputs(X, list(formulas))
     p_lattice, _ = predictor.bravais_probabilities(X, model=model)
     conditional, params = {}, {}
     for bravais in BRAVAIS_LATTICES:

@@ -142,7 +142,8 @@ def evaluate(
             continue
         test = frame[rows].reset_index(drop=True)
         Xt = X[rows]
-        master = predictor_outputs(predictor, Xt)
+        formulas = list(test["formula"])
+        master = predictor_outputs(predictor, Xt, formulas=formulas)
         entry = _model_entry(predictor, master, test, train, Xt, seed=seed)
         curves = {"this bundle": entry["calibration"]}
         for key, model in baselines.items():
@@ -151,7 +152,9 @@ def evaluate(
         for key, others in (("compare", compare), ("ablation", ablation)):
             if others:
                 entry[key] = {
-                    label: model_scores(predictor_outputs(other, Xt), test, train, seed=seed)
+                    label: model_scores(
+                        predictor_outputs(other, Xt, formulas=formulas), test, train, seed=seed
+                    )
                     for label, other in others.items()
                 }
         for label, scores in (entry.get("compare") or {}).items():
@@ -186,7 +189,8 @@ def _model_entry(
         mask = subset_mask(test["formula"], subset)
         if not mask.any():
             continue
-        sub = ModelOutputs(predictor.bravais_probabilities(Xt[mask], model=subset)[0], {})
+        Xs = predictor.model_inputs(Xt[mask], list(test["formula"][mask]))
+        sub = ModelOutputs(predictor.bravais_probabilities(Xs, model=subset)[0], {})
         entry["bravais"][subset] = {
             "n": int(mask.sum()),
             **bravais_table(sub, y[mask]),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cryspnet_gen.bundle import WeightsDtype, read_bundle, save_bundle, storage_tensors
+from cryspnet_gen.formula import element_encoding
 from cryspnet_gen.nn import Standardizer
 from cryspnet_gen.predict import Predictor
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES
@@ -119,6 +120,10 @@ def train_bundle(
     if not len(train_all):
         raise ValueError("no training rows (split == 'train' with finite features)")
     norm_state = Standardizer(n_features=X.shape[1]).fit(X[train_all]).state_dict()
+    # what the networks read: the features, and for element-attention classifiers the element encoding after them
+    X_in = X
+    if config.attention:
+        X_in = np.hstack([X, element_encoding(rows.formulas, config.element_slots)])
 
     bravais_rows = bravais_subsets(rows, config)
     params = lattice_parameters(rows)
@@ -126,14 +131,21 @@ def train_bundle(
     if config.arch != "lightgbm":
         plans[:0] = [bravais_task(rows, bravais_rows, config), space_group_task(rows, config)]
     counts: dict[str, int] = {"train": len(train_all), "val": int(rows.val.sum())}
+    tasks: dict[str, Any] = {}
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
     if networks_from is not None:
+        # the element-attention classifiers are always trained; every other network can be reused
+        reused = [p for p in plans if not (config.attention and p.name in ("bravais", "space_group"))]
         tasks, tensors = _reused_networks(
-            networks_from, [p.name for p in plans], split_name, labels_list, counts
+            networks_from, [p.name for p in reused], split_name, labels_list, counts
         )
-        for plan in plans:
+        for plan in reused:
             counts.update(plan.rows)
-    else:
-        tasks, tensors = _train_networks(plans, X, norm_state, config, counts)
+        plans = [p for p in plans if p not in reused]
+    if plans:
+        trained, new_tensors = _train_networks(plans, X_in, norm_state, config, counts)
+        tasks = {**trained, **tasks}
+        tensors.update(new_tensors)
     texts, trees = _tree_tasks(X, rows, bravais_rows, config, tasks, counts)
 
     manifest: dict[str, Any] = {
@@ -141,7 +153,12 @@ def train_bundle(
         "version": str(version),
         "split": split_name,
         "labels": labels,
-        "features": {"labels": labels_list, "settings": featurizer_settings, "n_features": X.shape[1]},
+        "features": {
+            "labels": labels_list,
+            "settings": featurizer_settings,
+            "n_features": X.shape[1],
+            **({"element_slots": config.element_slots} if config.attention else {}),
+        },
         "bravais_lattices": list(BRAVAIS_LATTICES),
         "parameter_names": {lat: list(PARAMETER_NAMES[lat]) for lat in BRAVAIS_LATTICES},
         "tasks": tasks,
@@ -152,13 +169,18 @@ def train_bundle(
     stored = {f: storage_tensors(t, weights_dtype) for f, t in tensors.items()}
     bravais_val = {model: va for model, (_, va) in bravais_rows.items()}
     base = Predictor(manifest, stored, check_features=False, trees=texts)
-    manifest["calibration"] = _fit_classifiers(base, trees, X, rows, bravais_val, calibrate=config.calibrate)
+    manifest["calibration"] = _fit_classifiers(
+        base, trees, X_in, rows, bravais_val, calibrate=config.calibrate
+    )
     tensors = _used_tensors(tasks, tensors)
     texts = _used_trees(tasks, texts)
     stored = {f: stored[f] for f in tensors}
+    if config.attention and not _uses_attention(tasks):  # every attention model lost its stack to the trees
+        del manifest["features"]["element_slots"]
+        X_in = X
     predictor = Predictor(manifest, stored, check_features=False, trees=texts)
     manifest["metrics"] = {
-        "validation": validation_metrics(predictor, X, rows, bravais_val, params),
+        "validation": validation_metrics(predictor, X_in, rows, bravais_val, params),
         "test": None,
     }
     path = save_bundle(
@@ -203,7 +225,7 @@ def _tree_tasks(
     """Train the tree classifiers of ``config.arch``: for ``lightgbm`` they become the Bravais and space-group
     tasks; for ``stack`` they are returned to be stacked with the networks. Returns the tree texts and the
     trees to stack (None unless stacking)."""
-    if config.arch == "cryspnet-mlp":
+    if not config.stacked and config.arch != "lightgbm":
         return {}, None
     tree_bravais, tree_lattices, texts = tree_sections(X, rows, bravais_rows, config)
     counts.update({f"bravais_{model}": len(bravais_rows[model][0]) for model in tree_bravais})
@@ -255,6 +277,15 @@ def _fit_classifiers(
     if not any(uses_networks(e) for e in sections["lattices"].values()):
         tasks["space_group"].update(file=None, shared=None)  # no space-group network left to store
     return calibration
+
+
+def _uses_attention(tasks: dict[str, Any]) -> bool:
+    """Whether a classifier of the manifest's tasks is an element-attention network."""
+    entries = [*tasks["bravais"].values(), *tasks["space_group"]["lattices"].values()]
+    if tasks["space_group"].get("shared"):
+        entries.append(tasks["space_group"]["shared"])
+    parts = [p for e in entries for p in e.get("parts", [e])]
+    return any(p.get("model_class") == "ElementAttention" for p in parts)
 
 
 def _used_trees(tasks: dict[str, Any], texts: dict[str, str]) -> dict[str, str]:

@@ -11,9 +11,10 @@ from monty.json import MSONable
 __all__ = ["ARCHS", "Arch", "RegressorScale", "SpaceGroupArch", "StopOn", "SubsetModel", "TrainConfig"]
 
 #: The model families of the Bravais and space-group classifiers (lattice parameters and volume are networks in
-#: every arch): the paper's MLP ensembles, LightGBM gradient-boosted trees, or both stacked with weights chosen
-#: on the validation rows.
-Arch = Literal["cryspnet-mlp", "lightgbm", "stack"]
+#: every arch): the paper's MLP ensembles, LightGBM gradient-boosted trees, both stacked with weights chosen on
+#: the validation rows, element-attention networks that learn from the composition itself
+#: (:class:`cryspnet_gen.nn.ElementAttention`), or those stacked with the trees.
+Arch = Literal["cryspnet-mlp", "lightgbm", "stack", "attention", "attention-stack"]
 ARCHS: tuple[str, ...] = get_args(Arch)
 StopOn = Literal["val", "oob"]
 SpaceGroupArch = Literal["per_lattice", "shared_trunk"]
@@ -77,7 +78,14 @@ class TrainConfig(MSONable):
     arch
         The classifiers' model family (:data:`ARCHS`): ``"cryspnet-mlp"`` (the paper's networks),
         ``"lightgbm"`` (gradient-boosted trees, :mod:`cryspnet_gen.train.trees`) or ``"stack"`` (both, their
-        calibrated probabilities mixed with a weight chosen on the validation rows).
+        calibrated probabilities mixed with a weight chosen on the validation rows), ``"attention"``
+        (element-attention networks over the weighted set of elements, :class:`cryspnet_gen.nn.ElementAttention`,
+        in place of the MLPs) or ``"attention-stack"`` (those stacked with the trees).
+    attention_dim, attention_rounds, attention_hidden, element_slots
+        The element-attention networks: embedding width, rounds of attention, width of the head and elements
+        per formula read (the most abundant ones).
+    attention_epochs, attention_batch_size, attention_lr
+        Their training schedule (the MLP fields ``max_epochs``, ``batch_size`` and ``max_lr`` for them).
     tree_learning_rate, tree_num_leaves, tree_min_data_in_leaf, tree_feature_fraction
         LightGBM's learning rate, leaves per tree, fewest rows per leaf and share of features per tree.
     tree_max_bin, tree_lambda_l2
@@ -147,6 +155,32 @@ class TrainConfig(MSONable):
     tree_subset_models: bool = True
     tree_space_group: dict[str, Any] = field(default_factory=dict)
     calibrate: bool = True
+    attention_dim: int = 96
+    attention_rounds: int = 3
+    attention_hidden: int = 256
+    element_slots: int = 12
+    attention_epochs: int = 12
+    attention_batch_size: int = 512
+    attention_lr: float = 2e-3
+
+    @property
+    def attention(self) -> bool:
+        """Whether the classifier networks are element-attention networks."""
+        return self.arch in ("attention", "attention-stack")
+
+    @property
+    def stacked(self) -> bool:
+        """Whether the classifier networks are stacked with trees."""
+        return self.arch in ("stack", "attention-stack")
+
+    def for_attention(self) -> TrainConfig:
+        """This config with the attention schedule in the MLP fields (what trains an attention network)."""
+        return dataclasses.replace(
+            self,
+            max_epochs=self.attention_epochs,
+            batch_size=self.attention_batch_size,
+            max_lr=self.attention_lr,
+        )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -207,6 +241,11 @@ class TrainConfig(MSONable):
                 "patience": 2,
                 "tree_max_rounds": 5,
                 "tree_num_leaves": 7,
+                "attention_dim": 16,
+                "attention_rounds": 1,
+                "attention_hidden": 16,
+                "attention_epochs": 2,
+                "attention_batch_size": 64,
             },
         }
         if name not in presets:
@@ -234,6 +273,18 @@ class TrainConfig(MSONable):
             )
         if self.arch not in ARCHS:
             raise ValueError(f"Unknown arch={self.arch!r}; choose from {ARCHS}")
+        for name in (
+            "attention_dim",
+            "attention_rounds",
+            "attention_hidden",
+            "element_slots",
+            "attention_epochs",
+            "attention_batch_size",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.attention_lr <= 0:
+            raise ValueError(f"attention_lr must be > 0, got {self.attention_lr}")
         if self.tree_learning_rate <= 0 or not 0.0 < self.tree_feature_fraction <= 1.0:
             raise ValueError("tree_learning_rate must be > 0 and tree_feature_fraction in (0, 1]")
         for name in ("tree_num_leaves", "tree_max_rounds", "tree_early_stopping", "tree_threads"):

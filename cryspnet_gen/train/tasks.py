@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from cryspnet_gen.formula import subset_mask
-from cryspnet_gen.nn import output_range
+from cryspnet_gen.nn import ElementAttention, output_range
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES, PARAMETER_NAMES, space_groups_of, to_parameters
 from cryspnet_gen.train.engine import (
     LossFn,
@@ -255,16 +255,26 @@ class TaskTrainer:
     def train_network(self, net: Network) -> tuple[Ensemble, dict[str, Any]]:
         """Train one ensemble; return it and its manifest fields (class, arguments, members' summaries)."""
         config = self.config
-        args: dict[str, Any] = {
-            "n_features": self.X.shape[1],
-            "hidden": net.hidden,
-            "dropout": config.dropout,
-        }
+        n_features = int(self.norm_state["mean"].shape[0])  # X may carry the element encoding after them
+        args: dict[str, Any] = {"n_features": n_features, "hidden": net.hidden, "dropout": config.dropout}
         fields: dict[str, Any]
-        if net.output_range is None:
-            make: Callable[[], torch.nn.Module] = functools.partial(
-                make_classifier, {**args, "n_classes": net.n_outputs}, self.norm_state
-            )
+        make: Callable[[], torch.nn.Module]
+        if net.output_range is None and config.attention:
+            args = {
+                "n_features": n_features,
+                "n_classes": net.n_outputs,
+                "max_elements": config.element_slots,
+                "dim": config.attention_dim,
+                "rounds": config.attention_rounds,
+                "hidden": config.attention_hidden,
+                "dropout": config.dropout,
+            }
+            make = functools.partial(ElementAttention, **args)
+            targets = [torch.as_tensor(y, device=config.device) for y in net.targets]
+            fields = {"model_class": "ElementAttention"}
+            config = config.for_attention()
+        elif net.output_range is None:
+            make = functools.partial(make_classifier, {**args, "n_classes": net.n_outputs}, self.norm_state)
             targets = [torch.as_tensor(y, device=config.device) for y in net.targets]
             fields = {"model_class": "Classifier"}
         else:
