@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["PRESETS", "add_interpretability", "add_subcommands", "cmd_evaluate", "cmd_train", "train_config"]
 
 #: The names ``TrainConfig.preset`` knows (tests/test_cli.py checks that they agree).
-PRESETS = ("default", "fast", "shipped", "shipped-mlp", "tiny")
+PRESETS = ("attention", "default", "fast", "shipped", "shipped-mlp", "tiny")
 #: The classifier families of ``TrainConfig.arch`` (tests/test_cli.py checks that they agree).
 ARCHS = ("cryspnet-mlp", "lightgbm", "stack", "attention", "attention-stack")
 

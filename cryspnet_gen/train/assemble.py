@@ -113,39 +113,14 @@ def train_bundle(
         config.seed = int(seed)
     X = np.ascontiguousarray(X, dtype=np.float32)
     labels_list = [str(s) for s in feature_labels]
-    if X.ndim != 2 or X.shape[1] != len(labels_list):
-        raise ValueError(f"X has {X.shape[-1]} columns but {len(labels_list)} feature labels were given")
-    rows = prepare_rows(frame, X)
-    train_all = np.flatnonzero(rows.train)
-    if not len(train_all):
-        raise ValueError("no training rows (split == 'train' with finite features)")
-    norm_state = Standardizer(n_features=X.shape[1]).fit(X[train_all]).state_dict()
-    # what the networks read: the features, and for element-attention classifiers the element encoding after them
-    X_in = X
-    if config.attention:
-        X_in = np.hstack([X, element_encoding(rows.formulas, config.element_slots)])
+    rows, train_all, norm_state, X_in = _training_inputs(frame, X, labels_list, config)
 
     bravais_rows = bravais_subsets(rows, config)
     params = lattice_parameters(rows)
-    plans = [lattice_task(rows, params, config), volume_task(rows, config)]
-    if config.arch != "lightgbm":
-        plans[:0] = [bravais_task(rows, bravais_rows, config), space_group_task(rows, config)]
     counts: dict[str, int] = {"train": len(train_all), "val": int(rows.val.sum())}
-    tasks: dict[str, Any] = {}
-    tensors: dict[str, dict[str, torch.Tensor]] = {}
-    if networks_from is not None:
-        # the element-attention classifiers are always trained; every other network can be reused
-        reused = [p for p in plans if not (config.attention and p.name in ("bravais", "space_group"))]
-        tasks, tensors = _reused_networks(
-            networks_from, [p.name for p in reused], split_name, labels_list, counts
-        )
-        for plan in reused:
-            counts.update(plan.rows)
-        plans = [p for p in plans if p not in reused]
-    if plans:
-        trained, new_tensors = _train_networks(plans, X_in, norm_state, config, counts)
-        tasks = {**trained, **tasks}
-        tensors.update(new_tensors)
+    tasks, tensors = _network_tasks(
+        rows, bravais_rows, params, X_in, norm_state, config, counts, networks_from, split_name, labels_list
+    )
     texts, trees = _tree_tasks(X, rows, bravais_rows, config, tasks, counts)
 
     manifest: dict[str, Any] = {
@@ -212,6 +187,56 @@ def add_z_prior(bundle_dir: str | os.PathLike[str], frame: pd.DataFrame) -> Path
         else "train + val rows (all the data)"
     )
     return write_z_prior(bundle_dir, prior.to_json(), source=f"{prior.rows} {which}")
+
+
+def _training_inputs(
+    frame: pd.DataFrame, X: np.ndarray, labels: list[str], config: TrainConfig
+) -> tuple[TrainingRows, np.ndarray, dict[str, torch.Tensor], np.ndarray]:
+    """The rows, the training rows, the standardizer state and what the networks read: the features, and for
+    element-attention classifiers the element encoding after them."""
+    if X.ndim != 2 or X.shape[1] != len(labels):
+        raise ValueError(f"X has {X.shape[-1]} columns but {len(labels)} feature labels were given")
+    rows = prepare_rows(frame, X)
+    train_all = np.flatnonzero(rows.train)
+    if not len(train_all):
+        raise ValueError("no training rows (split == 'train' with finite features)")
+    norm_state = Standardizer(n_features=X.shape[1]).fit(X[train_all]).state_dict()
+    X_in = X
+    if config.attention:
+        X_in = np.hstack([X, element_encoding(rows.formulas, config.element_slots)])
+    return rows, train_all, norm_state, X_in
+
+
+def _network_tasks(
+    rows: TrainingRows,
+    bravais_rows: dict[str, tuple[np.ndarray, np.ndarray]],
+    params: dict[str, np.ndarray],
+    X_in: np.ndarray,
+    norm_state: dict[str, torch.Tensor],
+    config: TrainConfig,
+    counts: dict[str, int],
+    networks_from: str | os.PathLike[str] | None,
+    split_name: str,
+    labels: list[str],
+) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """The manifest sections and weight files of every network of the bundle, trained here or reused from
+    ``networks_from`` (the element-attention classifiers are always trained; any other network can be reused)."""
+    plans = [lattice_task(rows, params, config), volume_task(rows, config)]
+    if config.arch != "lightgbm":
+        plans[:0] = [bravais_task(rows, bravais_rows, config), space_group_task(rows, config)]
+    tasks: dict[str, Any] = {}
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    if networks_from is not None:
+        reused = [p for p in plans if not (config.attention and p.name in ("bravais", "space_group"))]
+        tasks, tensors = _reused_networks(networks_from, [p.name for p in reused], split_name, labels, counts)
+        for plan in reused:
+            counts.update(plan.rows)
+        plans = [p for p in plans if p not in reused]
+    if plans:
+        trained, new_tensors = _train_networks(plans, X_in, norm_state, config, counts)
+        tasks = {**trained, **tasks}
+        tensors.update(new_tensors)
+    return tasks, tensors
 
 
 def _tree_tasks(
