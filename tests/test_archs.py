@@ -405,6 +405,10 @@ def test_attention_bundle_trains_stacks_and_predicts(attention_bundle, table):
     with pytest.raises(ValueError, match="model_inputs"):
         predictor.bravais_probabilities(X[:5])  # the features alone cannot feed the attention model
     assert predictor.volume_per_atom(X[:5])[0].shape == (5,)  # the regressors need no formulas
+    from cryspnet_gen.explain import explain_features
+
+    with pytest.raises(ValueError, match="element-attention networks"):  # features explain nothing here
+        explain_features(predictor, formulas[0], X[0])
 
 
 def test_plain_attention_arch_and_its_cli_option(table, tmp_path):

@@ -19,7 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from cryspnet_gen.explain.families import family_groups, feature_family, short_label
+from cryspnet_gen.explain.families import (
+    family_groups,
+    feature_family,
+    require_feature_classifiers,
+    short_label,
+)
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES, space_group_symbol
 
 __all__ = ["Explanation", "explain_features"]
@@ -102,6 +107,7 @@ def explain_features(predictor: Any, formula: str, x: np.ndarray) -> Explanation
     """Occlusion attribution of one formula's features ``x`` (``(243,)``) under a bundle's predictor."""
     from cryspnet_gen.evaluate import predictor_outputs
 
+    require_feature_classifiers(predictor)
     labels = list(predictor.feature_labels)
     x = np.asarray(x, dtype=np.float64).reshape(1, -1)
     mean, _ = predictor.feature_statistics()

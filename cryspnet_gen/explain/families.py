@@ -9,8 +9,9 @@ valence-orbital fractions, ion properties, element fractions). Attribution and i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["FAMILIES", "family_groups", "feature_family", "short_label"]
+__all__ = ["FAMILIES", "family_groups", "feature_family", "require_feature_classifiers", "short_label"]
 
 # Magpie property -> family
 _MAGPIE_FAMILY = {
@@ -97,3 +98,22 @@ def short_label(label: str) -> str:
     if feature_family(label) == "element fractions":
         return f"fraction of {label}"
     return label
+
+
+def require_feature_classifiers(predictor: Any) -> None:
+    """Refuse a bundle whose classifiers do not read the composition features (element attention).
+
+    Attribution, importance and the prediction-space maps perturb or compare those features; an element-attention
+    classifier reads the weighted set of elements instead, so they would say nothing about it.
+
+    Raises
+    ------
+    ValueError
+        For such a bundle, naming it and what to use instead.
+    """
+    if getattr(predictor, "element_slots", 0):
+        raise ValueError(
+            f"bundle {predictor.name!r} classifies with element-attention networks, which read the formula's "
+            f"elements rather than the composition features that explanations work on: use a bundle of another "
+            f"arch (e.g. the default)"
+        )

@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryspnet_gen.explain.families import family_groups, feature_family, short_label
+from cryspnet_gen.explain.families import (
+    family_groups,
+    feature_family,
+    require_feature_classifiers,
+    short_label,
+)
 from cryspnet_gen.symmetry import BRAVAIS_LATTICES
 
 __all__ = ["ImportanceReport", "model_importance", "permutation_importance"]
@@ -173,6 +178,7 @@ def model_importance(
         Which of ``"bravais"``, ``"space_group"`` (P(group | true lattice), every lattice's model on its own
         rows, pooled) and ``"volume"`` to explain.
     """
+    require_feature_classifiers(predictor)
     labels = list(predictor.feature_labels)
     X = np.asarray(X, dtype=np.float32)
     lattice = np.asarray([BRAVAIS_LATTICES.index(b) for b in bravais])

@@ -27,6 +27,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from cryspnet_gen.explain.families import require_feature_classifiers
+
 __all__ = ["Representation", "RepresentationKind", "importance_weights", "prediction_space"]
 
 RepresentationKind = Literal["combined", "weighted", "features", "hidden", "predictions"]
@@ -51,6 +53,7 @@ def prediction_space(predictor: Any, X: np.ndarray) -> np.ndarray:
     from cryspnet_gen.evaluate import joint_space_group_proba
     from cryspnet_gen.symmetry import BRAVAIS_LATTICES
 
+    require_feature_classifiers(predictor)
     p_lattice, _ = predictor.bravais_probabilities(X)
     conditional = {}
     for bravais in BRAVAIS_LATTICES:
