@@ -285,16 +285,6 @@ class TrainConfig(MSONable):
             )
         if self.arch not in ARCHS:
             raise ValueError(f"Unknown arch={self.arch!r}; choose from {ARCHS}")
-        for name in (
-            "attention_dim",
-            "attention_rounds",
-            "attention_hidden",
-            "element_slots",
-            "attention_epochs",
-            "attention_batch_size",
-        ):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.attention_lr <= 0:
             raise ValueError(f"attention_lr must be > 0, got {self.attention_lr}")
         if self.tree_learning_rate <= 0 or not 0.0 < self.tree_feature_fraction <= 1.0:
@@ -328,6 +318,12 @@ class TrainConfig(MSONable):
             "n_members_volume",
             "min_rows",
             "patience",
+            "attention_dim",
+            "attention_rounds",
+            "attention_hidden",
+            "element_slots",
+            "attention_epochs",
+            "attention_batch_size",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
