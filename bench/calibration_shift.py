@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from symmetry_variants import element_fractions, nearest_compositions  # bench/, beside this script
 
 from cryspnet_gen.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from cryspnet_gen.config import resolve_data_dir
@@ -44,25 +45,6 @@ def _line(name: str, p: np.ndarray, y: np.ndarray) -> str:
         f"{name:<38}{len(y):>6}  conf {p.max(1).mean():.3f}  acc {(p.argmax(1) == y).mean():.3f}  "
         f"ECE {expected_calibration_error(p, y):.3f}"
     )
-
-
-def _fractions(formulas: list[str]) -> np.ndarray:
-    enc = element_encoding(formulas, max_elements=12)
-    out = np.zeros((len(formulas), 104), dtype=np.float32)
-    rows = np.repeat(np.arange(len(formulas)), 12)
-    np.add.at(out, (rows, enc[:, :12].astype(int).ravel()), enc[:, 12:].ravel())
-    out[:, 0] = 0.0  # padding
-    return out
-
-
-def _nearest_distance(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    norms = (pool * pool).sum(1)
-    out = []
-    for s in range(0, len(queries), 2048):
-        q = queries[s : s + 2048]
-        d = (q * q).sum(1)[:, None] + norms[None, :] - 2 * q @ pool.T
-        out.append(np.sqrt(np.maximum(d.min(1), 0.0)))
-    return np.concatenate(out)
 
 
 def main() -> None:
@@ -113,8 +95,8 @@ def main() -> None:
         m = n_el == n if n < 5 else n_el >= 5
         print(_line(f"{n}{'+' if n == 5 else ''} elements", p[m], yv[m]))
 
-    fractions = _fractions(formulas)
-    dist = _nearest_distance(fractions[va], fractions[tr])
+    fractions = element_fractions(formulas)
+    dist = nearest_compositions(fractions[va], fractions[tr], self_rows=False)[0][:, 0]
     edges = np.quantile(dist, [0, 0.2, 0.4, 0.6, 0.8, 1.0])
     for lo, hi in itertools.pairwise(edges):
         m = (dist >= lo) & (dist <= hi)
@@ -127,7 +109,7 @@ def main() -> None:
     for name in ("test_mp20", "test_mpts52"):
         rows = np.flatnonzero((split == name) & good)
         pt = proba(rows)
-        dt = _nearest_distance(fractions[rows], fractions[tr])
+        dt = nearest_compositions(fractions[rows], fractions[tr], self_rows=False)[0][:, 0]
         print(
             f"{name}: ECE shipped {expected_calibration_error(pt, y[rows]):.3f}, newest-period temperature "
             f"{expected_calibration_error(apply_temperature(pt, temperature), y[rows]):.3f}; conf "

@@ -38,7 +38,8 @@ def _top(p: np.ndarray, y: np.ndarray) -> str:
     return f"top-1 {100 * (order[:, 0] == y).mean():.1f} / top-2 {100 * (order[:, :2] == y[:, None]).any(1).mean():.1f}"
 
 
-def _fractions(formulas: list[str]) -> np.ndarray:
+def element_fractions(formulas: list[str]) -> np.ndarray:
+    """Atomic fraction of each element (column = atomic number) per formula, ``(n, 104)``."""
     enc = element_encoding(formulas, max_elements=12)
     out = np.zeros((len(formulas), 104), dtype=np.float32)
     rows = np.repeat(np.arange(len(formulas)), 12)
@@ -47,7 +48,9 @@ def _fractions(formulas: list[str]) -> np.ndarray:
     return out
 
 
-def _neighbours(queries: np.ndarray, pool: np.ndarray, *, self_rows: bool) -> tuple[np.ndarray, np.ndarray]:
+def nearest_compositions(
+    queries: np.ndarray, pool: np.ndarray, *, self_rows: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Distances and pool indices of each query's nearest pool rows (query ``i`` is pool row ``i`` when
     ``self_rows``, and never its own neighbour)."""
     norms = (pool * pool).sum(1)
@@ -158,7 +161,7 @@ def main() -> None:
     if args.variant in ("neighbours", "fractions"):
         run = _booster(args.threads)
         run(X[tr], y[tr], X[va], y[va], "statistics alone")
-        fractions = _fractions(formulas)
+        fractions = element_fractions(formulas)
         if args.variant == "fractions":
             used = fractions[tr].sum(0) > 0
             extra = fractions[:, used]
@@ -170,8 +173,8 @@ def main() -> None:
                 f"+ {used.sum()} fractions",
             )
             return
-        d_tr, i_tr = _neighbours(fractions[tr], fractions[tr], self_rows=True)
-        d_va, i_va = _neighbours(fractions[va], fractions[tr], self_rows=False)
+        d_tr, i_tr = nearest_compositions(fractions[tr], fractions[tr], self_rows=True)
+        d_va, i_va = nearest_compositions(fractions[va], fractions[tr], self_rows=False)
         f_tr, f_va = _neighbour_features(d_tr, i_tr, y[tr]), _neighbour_features(d_va, i_va, y[tr])
         vote = f_va[:, 2 * len(BRAVAIS_LATTICES) : 3 * len(BRAVAIS_LATTICES)]
         print(f"{N_NEIGHBOURS}-neighbour vote alone: {_top(vote, y[va])}")
